@@ -1,0 +1,376 @@
+"""One way to load data for every chapter, and batched on-device helpers (no per-sample Python loop anywhere).
+
+``load(name, split)`` returns ``(images, labels)``: uint8 images N×C×H×W and int64 labels, as CPU tensors. Sources are
+tried in order: the ``DATA_DIR`` folder (official torchvision layouts, the CIFAR-10 JPEG mirror archive, idx files),
+then a torchvision download unless ``BOOK_OFFLINE=1``. Decoded arrays are cached in ``lib.paths.cache_dir()`` so that
+``DATA_DIR`` may be read-only. ``source_of(name)`` says which source was used; it goes into every result's provenance.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import socket
+import tarfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import paths
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+SPLITS = ("train", "test")
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+class DatasetMissingError(FileNotFoundError):
+    """No local copy of a dataset and no way to download it."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str   # "pickles", "jpeg-mirror-archive", "jpeg-mirror-folder", "idx", "download"
+    path: Path
+    label: str  # what provenance shows
+
+
+def classes(name: str) -> tuple[str, ...]:
+    _check_name(name)
+    return {"cifar10": CIFAR10_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES, "mnist": MNIST_CLASSES,
+            "cifar100": tuple(str(i) for i in range(100))}[name]
+
+
+def _check_name(name: str, split: str | None = None) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
+    found = []
+    for stem in _IDX_FILES[split]:
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            return None
+        found.append(hit)
+    return found[0], found[1]
+
+
+def find_source(name: str) -> Source:
+    """The first local source of ``name`` in ``DATA_DIR`` (or a previous download), without decoding anything."""
+    _check_name(name)
+    root = paths.data_dir()
+    downloads = paths.cache_dir() / "downloads"
+    if name == "cifar10":
+        for base in (root, downloads):
+            if (base / "cifar-10-batches-py" / "data_batch_1").is_file():
+                return Source("pickles", base / "cifar-10-batches-py", "CIFAR-10 official (python pickles)")
+        if (root / "cifar10-jpeg.tar.gz").is_file():
+            return Source("jpeg-mirror-archive", root / "cifar10-jpeg.tar.gz",
+                          "CIFAR-10 JPEG mirror (quality ~75; high frequencies slightly attenuated)")
+        if (root / "cifar10-jpeg" / "train").is_dir():
+            return Source("jpeg-mirror-folder", root / "cifar10-jpeg",
+                          "CIFAR-10 JPEG mirror (quality ~75; high frequencies slightly attenuated)")
+    elif name == "cifar100":
+        for base in (root, downloads):
+            if (base / "cifar-100-python" / "train").is_file():
+                return Source("pickles", base / "cifar-100-python", "CIFAR-100 official (python pickles)")
+    else:
+        tv_name = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
+        plain = "fashion-mnist" if name == "fashion_mnist" else "mnist"
+        label = "Fashion-MNIST official (idx)" if name == "fashion_mnist" else "MNIST official (idx)"
+        for folder in (root / tv_name / "raw", root / plain, downloads / tv_name / "raw"):
+            if _idx_pair(folder, "train") and _idx_pair(folder, "test"):
+                return Source("idx", folder, label)
+    raise DatasetMissingError(_missing_message(name))
+
+
+def _missing_message(name: str) -> str:
+    root = paths.data_dir()
+    where = {
+        "cifar10": f"{root}/cifar10-jpeg.tar.gz (the JPEG mirror, e.g. ../shared/datasets/cifar10-jpeg.tar.gz) or "
+                   f"{root}/cifar-10-batches-py/ (official python version)",
+        "cifar100": f"{root}/cifar-100-python/ (official python version)",
+        "fashion_mnist": f"{root}/fashion-mnist/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz "
+                         f"(e.g. ../shared/datasets/fashion-mnist/)",
+        "mnist": f"{root}/mnist/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz",
+    }[name]
+    why = "downloads are disabled (BOOK_OFFLINE=1)" if paths.offline() else "the download failed (no network?)"
+    return (f"dataset {name!r} is not in DATA_DIR={root} and {why}. Place {where}, or set DATA_DIR to the folder "
+            f"that holds them.")
+
+
+def _download(name: str) -> Source:
+    import torchvision.datasets as tvd
+
+    if paths.offline():
+        raise DatasetMissingError(_missing_message(name))
+    target = paths.cache_dir() / "downloads"
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "fashion_mnist": tvd.FashionMNIST,
+           "mnist": tvd.MNIST}[name]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        for train in (True, False):
+            cls(str(target), train=train, download=True)
+    except Exception as error:  # any network failure becomes the one clear message
+        raise DatasetMissingError(_missing_message(name) + f" (download error: {error})") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return find_source(name)
+
+
+def _resolve(name: str) -> Source:
+    try:
+        return find_source(name)
+    except DatasetMissingError:
+        return _download(name)
+
+
+def source_of(name: str) -> str:
+    """Human label of the source ``load(name, ...)`` uses (shown in provenance)."""
+    return _resolve(name).label
+
+
+# --- decoding -------------------------------------------------------------------------------------------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+
+
+def _decode_idx(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path, labels_path = _idx_pair(source.path, split)
+    return _read_idx(images_path)[:, None, :, :], _read_idx(labels_path).astype(np.int64)
+
+
+def _decode_pickles(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if source.path.name == "cifar-10-batches-py":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        key = b"labels"
+    else:
+        files = [split]
+        key = b"fine_labels"
+    images, labels = [], []
+    for file in files:
+        with open(source.path / file, "rb") as f:
+            entry = pickle.load(f, encoding="bytes")
+        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(entry[key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _decode_jpeg_mirror(source: Source) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decode both splits of the ImageFolder JPEG tree (archive or folder) in one pass, in CIFAR class order."""
+    from PIL import Image
+
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
+
+    def add(member_path: str, payload: bytes) -> None:
+        parts = member_path.strip("./").split("/")
+        if len(parts) < 3 or parts[-3] not in found or not parts[-1].lower().endswith(".jpg"):
+            return
+        split, cls = parts[-3], parts[-2]
+        if cls not in CIFAR10_CLASSES:
+            raise ValueError(f"unexpected class folder {cls!r} in {source.path}")
+        pixels = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"), dtype=np.uint8)
+        found[split].append((CIFAR10_CLASSES.index(cls), parts[-1], pixels))
+
+    if source.kind == "jpeg-mirror-archive":
+        with tarfile.open(source.path, "r:*") as archive:
+            for member in archive:
+                if member.isfile():
+                    add(member.name, archive.extractfile(member).read())
+    else:
+        for file in sorted(source.path.glob("*/*/*.jpg")):
+            add(str(file.relative_to(source.path)), file.read_bytes())
+    out = {}
+    for split, items in found.items():
+        if not items:
+            raise DatasetMissingError(f"no {split} images found in {source.path}")
+        items.sort(key=lambda item: (item[0], item[1]))  # deterministic order: class, then file name
+        out[split] = (np.stack([item[2] for item in items]).transpose(0, 3, 1, 2).copy(),
+                      np.array([item[0] for item in items], dtype=np.int64))
+    return out
+
+
+def _cache_paths(name: str, source: Source, split: str) -> tuple[Path, Path]:
+    # the stamp changes when the archive is replaced, so a stale decode is never reused
+    size = source.path.stat().st_size if source.path.is_file() else 0
+    stamp = hashlib.sha1(f"{source.path}|{size}".encode()).hexdigest()[:10]
+    folder = paths.cache_dir() / "datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{stamp}-{split}-images.npy", folder / f"{name}-{stamp}-{split}-labels.npy"
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+@lru_cache(maxsize=8)
+def _load_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    source = _resolve(name)
+    if source.kind in ("idx",):
+        return _decode_idx(source, split)
+    if source.kind == "pickles":
+        return _decode_pickles(source, split)
+    images_path, labels_path = _cache_paths(name, source, split)
+    if not (images_path.is_file() and labels_path.is_file()):
+        for each_split, (images, labels) in _decode_jpeg_mirror(source).items():
+            each_images, each_labels = _cache_paths(name, source, each_split)
+            _save_atomic(each_images, images)
+            _save_atomic(each_labels, labels)
+    return np.load(images_path), np.load(labels_path)
+
+
+def load(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)``: uint8 N×C×H×W and int64 N, CPU tensors (callers must not modify them in place)."""
+    _check_name(name, split)
+    images, labels = _load_arrays(name, split)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(np.ascontiguousarray(labels))
+
+
+# --- subsets, statistics, normalisation ---------------------------------------------------------------------------
+
+def subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-balanced random subset of ``n`` samples (all of them when ``n`` is None or ≥ N), same for a seed."""
+    if n is None or n >= len(labels):
+        return images, labels
+    if n <= 0:
+        raise ValueError(f"subset size must be positive, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    # rank of every sample inside its own class (in the random order): take the lowest ranks first
+    shuffled = labels[order]
+    n_classes = int(labels.max()) + 1
+    rank = torch.empty_like(order)
+    for c in range(n_classes):
+        members = (shuffled == c).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    pick = order[torch.argsort(rank * n_classes + shuffled, stable=True)[:n]]
+    pick, _ = pick.sort()
+    return images[pick], labels[pick]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, in [0, 1] units."""
+    x = images.to(torch.float64) / 255.0
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist())
+
+
+@lru_cache(maxsize=8)
+def stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Channel mean and std of the training split of ``name`` (as loaded, i.e. of the source actually used)."""
+    return channel_stats(load(name, "train")[0])
+
+
+class Normalize(torch.nn.Module):
+    """First layer of every model: inputs stay in [0, 1], so attacks and budgets ε live in pixel units."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 → float in [0, 1] (floats pass through)."""
+    if images.dtype == torch.uint8:
+        return images.to(dtype) / 255.0
+    return images.to(dtype)
+
+
+# --- batched, on-device augmentation ----------------------------------------------------------------------------
+
+def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+            drop_last: bool = False, device: torch.device | str = "cpu"):
+    """Index tensors of consecutive batches (a fresh permutation per call when ``shuffle``)."""
+    order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def circular_shift(x: torch.Tensor, dy: int | torch.Tensor, dx: int | torch.Tensor) -> torch.Tensor:
+    """Shift images down by ``dy`` and right by ``dx`` with wrap-around; per-sample shifts when tensors are given."""
+    if not torch.is_tensor(dy) and not torch.is_tensor(dx):
+        return torch.roll(x, shifts=(int(dy), int(dx)), dims=(-2, -1))
+    n, _, h, w = x.shape
+    dy = torch.as_tensor(dy, device=x.device).expand(n)
+    dx = torch.as_tensor(dx, device=x.device).expand(n)
+    rows = (torch.arange(h, device=x.device)[None, :] - dy[:, None]) % h
+    cols = (torch.arange(w, device=x.device)[None, :] - dx[:, None]) % w
+    return _gather(x, rows, cols)
+
+
+def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """out[n, c, i, j] = x[n, c, rows[n, i], cols[n, j]] for every sample at once."""
+    n, c = x.shape[:2]
+    index_n = torch.arange(n, device=x.device)[:, None, None]
+    out = x.permute(0, 2, 3, 1)[index_n, rows[:, :, None], cols[:, None, :]]  # N×H×W×C
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_translate(x: torch.Tensor, max_shift: int, *, mode: str = "zeros",
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate every image by its own random offset in [-max_shift, max_shift]² (``mode``: zeros, reflect, circular).
+
+    ``zeros`` is the classic "pad and random-crop" augmentation; ``circular`` the circular shifts of Zhang (2019).
+    """
+    if max_shift == 0:
+        return x
+    if mode not in ("zeros", "reflect", "circular"):
+        raise ValueError(f"unknown translate mode {mode!r}; choose zeros, reflect or circular")
+    n, _, h, w = x.shape
+    offsets = torch.randint(-max_shift, max_shift + 1, (2, n), generator=generator).to(x.device)
+    if mode == "circular":
+        return circular_shift(x, offsets[0], offsets[1])
+    pad_mode = "constant" if mode == "zeros" else "reflect"
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode=pad_mode)
+    rows = torch.arange(h, device=x.device)[None, :] + (max_shift - offsets[0])[:, None]
+    cols = torch.arange(w, device=x.device)[None, :] + (max_shift - offsets[1])[:, None]
+    return _gather(padded, rows, cols)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror a random half of the images left-right."""
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batched augmentation applied on the device to each training batch (nothing when left at the defaults)."""
+    translate: int = 0
+    mode: str = "zeros"
+    flip: bool = False
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.translate:
+            x = random_translate(x, self.translate, mode=self.mode, generator=generator)
+        if self.flip:
+            x = random_flip(x, generator=generator)
+        return x

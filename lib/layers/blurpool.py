@@ -1,0 +1,173 @@
+"""Anti-aliased downsampling (Zhang 2019): blur with a fixed low-pass filter, then subsample.
+
+- :class:`BlurPool`: depthwise convolution with the normalised outer product of 1-D taps, at a stride (the
+  "BlurDownsample" of Eq. 3). Padding keeps ``ceil(H / stride)`` outputs; for an even kernel the extra pixel goes
+  bottom/right. ``padding_mode="circular"`` makes the layer exactly equivariant to circular shifts by multiples of
+  the stride, which is what the CIFAR experiments of the paper use.
+- :class:`MaxBlurPool`: ``MaxPool(k, stride=1)`` then :class:`BlurPool` ("MaxPoolBlurDS", Eq. 3). With the delta
+  filter it equals plain ``MaxPool(k, stride)`` (tested), so the baseline is the same module with ``taps=1``.
+- :class:`BlurMaxPool`: the blur-before-pool variant of App. C: blur at stride 1, then ``MaxPool(k, stride)``.
+
+Every module also has ``dense(x)``: the signal just before subsampling (``forward(x) == dense(x)[..., ::s, ::s]``),
+used to draw the "pool (dense)" and "pool (ds)" rows of Fig. 4.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..filters.blur import blur_filter
+
+PADDING_MODES = ("reflect", "circular", "replicate", "zeros")
+
+
+def _taps(filter) -> np.ndarray:
+    """``("binomial", 5)``, a 1-D sequence of weights, or None (delta) → normalised 1-D taps."""
+    if filter is None:
+        return np.ones(1)
+    if isinstance(filter, (tuple, list)) and len(filter) == 2 and isinstance(filter[0], str):
+        return blur_filter(filter[0], filter[1])
+    taps = np.asarray(filter, dtype=np.float64)
+    if taps.ndim != 1 or taps.size == 0:
+        raise ValueError(f"filter must be (family, taps) like ('binomial', 5) or 1-D weights, got {filter!r}")
+    if abs(taps.sum()) < 1e-12:
+        raise ValueError("filter weights sum to zero: a low-pass filter must pass the DC signal")
+    return taps / taps.sum()
+
+
+def _check_padding(mode: str) -> str:
+    if mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding_mode {mode!r}; choose one of {', '.join(PADDING_MODES)}")
+    return mode
+
+
+def _pad(x: torch.Tensor, before: int, after: int, mode: str) -> torch.Tensor:
+    if before == 0 and after == 0:
+        return x
+    pad = (before, after, before, after)
+    if mode == "zeros":
+        return F.pad(x, pad)
+    if mode == "circular":
+        # index arithmetic instead of F.pad: wraps any number of times (a 7-tap blur on a 2×2 map)
+        rows = torch.arange(-before, x.shape[-2] + after, device=x.device) % x.shape[-2]
+        cols = torch.arange(-before, x.shape[-1] + after, device=x.device) % x.shape[-1]
+        return x[..., rows, :][..., cols]
+    if mode == "reflect" and max(before, after) >= min(x.shape[-2:]):
+        mode = "replicate"  # reflection needs more pixels than tiny maps have
+    return F.pad(x, pad, mode=mode)
+
+
+class BlurPool(nn.Module):
+    """Fixed low-pass filter applied to every channel separately, then subsampling by ``stride``.
+
+    ``filter`` is ``(family, taps)`` for :func:`lib.filters.blur_filter` or explicit 1-D weights (normalised here).
+    Works for any number of channels (the kernel is a buffer broadcast over channels; nothing is learned).
+    """
+
+    def __init__(self, filter=("binomial", 5), stride: int = 2, padding_mode: str = "reflect"):
+        super().__init__()
+        if int(stride) < 1:
+            raise ValueError(f"stride must be at least 1, got {stride}")
+        taps = _taps(filter)
+        self.stride = int(stride)
+        self.padding_mode = _check_padding(padding_mode)
+        self.taps = len(taps)
+        self.register_buffer("kernel", torch.tensor(np.outer(taps, taps), dtype=torch.float32)[None, None])
+
+    def extra_repr(self) -> str:
+        return f"taps={self.taps}, stride={self.stride}, padding_mode={self.padding_mode!r}"
+
+    def _blur(self, x: torch.Tensor, stride: int) -> torch.Tensor:
+        if self.taps == 1:
+            return x[..., ::stride, ::stride] if stride > 1 else x
+        before = (self.taps - 1) // 2
+        x = _pad(x, before, self.taps - 1 - before, self.padding_mode)
+        channels = x.shape[1]
+        kernel = self.kernel.to(x.dtype).expand(channels, 1, -1, -1)
+        return F.conv2d(x, kernel, stride=stride, groups=channels)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The blurred signal before subsampling (stride 1)."""
+        return self._blur(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._blur(x, self.stride)
+
+
+class MaxBlurPool(nn.Module):
+    """Max-pooling evaluated densely (stride 1), then :class:`BlurPool` (Eq. 3: ``Downsample(Blur(MaxPool_k,1(X)))``).
+
+    The dense max-pool pads ``kernel_size - 1`` pixels bottom/right (wrapping around when ``padding_mode`` is
+    circular, replicating otherwise), so its output keeps the input size and ``taps=1`` reproduces
+    ``nn.MaxPool2d(kernel_size, stride)`` exactly on even-sized maps.
+    """
+
+    def __init__(self, filter=("binomial", 5), kernel_size: int = 2, stride: int = 2, padding_mode: str = "reflect"):
+        super().__init__()
+        if int(kernel_size) < 1:
+            raise ValueError(f"kernel_size must be at least 1, got {kernel_size}")
+        self.kernel_size = int(kernel_size)
+        self.blur = BlurPool(filter, stride, padding_mode)
+        self.stride = self.blur.stride
+
+    def dense_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Max-pooling at stride 1 (the shift-equivariant part of strided max-pooling)."""
+        extra = self.kernel_size - 1
+        if extra:
+            mode = "circular" if self.blur.padding_mode == "circular" else "replicate"
+            x = _pad(x, 0, extra, mode)
+        return F.max_pool2d(x, self.kernel_size, stride=1)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blur.dense(self.dense_pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blur(self.dense_pool(x))
+
+
+class BlurMaxPool(nn.Module):
+    """Blur-before-pool (App. C): low-pass at stride 1, then ordinary strided max-pooling."""
+
+    def __init__(self, filter=("binomial", 5), kernel_size: int = 2, stride: int = 2, padding_mode: str = "reflect"):
+        super().__init__()
+        self.blur = BlurPool(filter, 1, padding_mode)
+        self.pool = MaxBlurPool(None, kernel_size, stride, padding_mode)
+        self.stride = self.pool.stride
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool.dense(self.blur(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blur(x))
+
+
+class MaxPool(MaxBlurPool):
+    """Plain strided max-pooling (the baseline), with ``dense`` for the equivariance analysis; forward is one
+    ``max_pool2d`` call so that timings of the baseline are not inflated."""
+
+    def __init__(self, kernel_size: int = 2, stride: int = 2, padding_mode: str = "circular"):
+        super().__init__(None, kernel_size, stride, padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == self.stride and x.shape[-1] % self.stride == 0 and x.shape[-2] % self.stride == 0:
+            return F.max_pool2d(x, self.kernel_size, self.stride)
+        return super().forward(x)
+
+
+def make_pool(kind: str, filter=None, padding_mode: str = "circular") -> nn.Module:
+    """The pooling layer of a network by name: ``max`` (baseline), ``maxblur`` (proposed), ``blurmax`` (App. C)."""
+    if kind == "max":
+        return MaxPool(2, 2, padding_mode)
+    if kind == "maxblur":
+        return MaxBlurPool(filter, 2, 2, padding_mode)
+    if kind == "blurmax":
+        return BlurMaxPool(filter, 2, 2, padding_mode)
+    raise ValueError(f"unknown pool {kind!r}; choose 'max', 'maxblur' or 'blurmax'")
+
+
+POOLS: Sequence[str] = ("max", "maxblur", "blurmax")
