@@ -28,3 +28,9 @@ def results_dir() -> Path:
 def offline() -> bool:
     """True when downloads are forbidden (``BOOK_OFFLINE=1``)."""
     return os.environ.get("BOOK_OFFLINE", "0").lower() in {"1", "true", "yes"}
+
+
+def shown(path: Path) -> str:
+    """A path as readers should see it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
