@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import socket
+import sys
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -193,14 +194,22 @@ def _decode_jpeg_mirror(source: Source) -> dict[str, tuple[np.ndarray, np.ndarra
         pixels = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"), dtype=np.uint8)
         found[split].append((CIFAR10_CLASSES.index(cls), parts[-1], pixels))
 
+    from tqdm import tqdm
+
+    # ~20 s for the 60,000 images, once: later loads read the cached arrays
+    progress = tqdm(desc=f"decoding {source.path.name}", unit=" images", file=sys.stderr, mininterval=2,
+                    leave=False)
     if source.kind == "jpeg-mirror-archive":
         with tarfile.open(source.path, "r:*") as archive:
             for member in archive:
                 if member.isfile():
                     add(member.name, archive.extractfile(member).read())
+                    progress.update()
     else:
         for file in sorted(source.path.glob("*/*/*.jpg")):
             add(str(file.relative_to(source.path)), file.read_bytes())
+            progress.update()
+    progress.close()
     out = {}
     for split, items in found.items():
         if not items:

@@ -1,5 +1,5 @@
 """Layers shared by the chapters (each lives in its own module, re-exported here)."""
 
-from .blurpool import BlurPool, MaxBlurPool  # noqa: F401  (anti-aliasing chapter)
+from .blurpool import BlurMaxPool, BlurPool, MaxBlurPool  # noqa: F401  (anti-aliasing chapter)
 from .circular import CircularConv2d  # noqa: F401  (frequency-sensitivity chapter)
 from .windowed import WindowedConv2d  # noqa: F401  (spectral-leakage chapter)

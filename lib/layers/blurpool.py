@@ -52,8 +52,8 @@ def _pad(x: torch.Tensor, before: int, after: int, mode: str) -> torch.Tensor:
     pad = (before, after, before, after)
     if mode == "zeros":
         return F.pad(x, pad)
-    if mode == "circular":
-        # index arithmetic instead of F.pad: wraps any number of times (a 7-tap blur on a 2×2 map)
+    if mode == "circular" and max(before, after) > min(x.shape[-2:]):
+        # index arithmetic: wraps any number of times (a 7-tap blur on a 2×2 map), which F.pad refuses
         rows = torch.arange(-before, x.shape[-2] + after, device=x.device) % x.shape[-2]
         cols = torch.arange(-before, x.shape[-1] + after, device=x.device) % x.shape[-1]
         return x[..., rows, :][..., cols]

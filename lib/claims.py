@@ -1,0 +1,109 @@
+"""Claims tables: per-seed summaries and the rules that turn measurements into verdicts.
+
+Every chapter ends with a table — the paper's claim, our measurement (mean ± sd over seeds) and a verdict. The
+verdict is computed here from the per-seed values, never typed in: "supported", "contradicted", "inconclusive"
+(within the noise of the seeds) or "not run".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for a single value) and count."""
+    values = np.asarray(list(values), dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, int(values.size)
+
+
+def format_mean_sd(values, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    """``"93.1 ± 0.2% (n=3)"`` for a list of per-seed values (``"93.1% (n=1)"`` for a single one)."""
+    mean, sd, n = mean_sd(values)
+    if n == 0:
+        return "not run"
+    if n == 1:
+        return f"{mean * scale:.{digits}f}{unit} (n=1)"
+    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit} (n={n})"
+
+
+def verdict_greater(better, worse, margin: float = 0.0) -> str:
+    """Verdict on the claim "``better`` > ``worse``" from per-seed values.
+
+    ``supported`` when the mean difference exceeds ``margin`` plus two standard errors (from the seeds' spread,
+    zero with one seed each), ``contradicted`` when it is below ``-margin`` minus two standard errors, ``inconclusive``
+    otherwise.
+    """
+    b_mean, b_sd, b_n = mean_sd(better)
+    w_mean, w_sd, w_n = mean_sd(worse)
+    if not b_n or not w_n:
+        return "not run"
+    error = 2 * np.sqrt(b_sd ** 2 / b_n + w_sd ** 2 / w_n)
+    difference = b_mean - w_mean
+    if difference > margin + error:
+        return "supported"
+    if difference < -margin - error:
+        return "contradicted"
+    return "inconclusive"
+
+
+def verdict_similar(a, b, tolerance: float) -> str:
+    """Verdict on "``a`` ≈ ``b``": ``supported`` when the means differ by at most ``tolerance``, else ``contradicted``."""
+    a_mean, _, a_n = mean_sd(a)
+    b_mean, _, b_n = mean_sd(b)
+    if not a_n or not b_n:
+        return "not run"
+    return "supported" if abs(a_mean - b_mean) <= tolerance else "contradicted"
+
+
+def verdict_fraction(successes: int, total: int, threshold: float = 0.5) -> str:
+    """Verdict on a claim checked case by case (per layer, per filter): supported above ``threshold`` of cases."""
+    if total == 0:
+        return "not run"
+    fraction = successes / total
+    if fraction > threshold:
+        return "supported"
+    return "contradicted" if fraction < 1 - threshold else "inconclusive"
+
+
+def verdict_at_most(value: float, limit: float) -> str:
+    """Verdict on "``value`` stays within ``limit``" (e.g. a timing overhead against a multiple of the paper's)."""
+    if value is None or not np.isfinite(value) or not np.isfinite(limit):
+        return "not run"
+    return "supported" if value <= limit else "contradicted"
+
+
+def verdict_not_worse(candidate, reference, tolerance: float) -> str:
+    """Verdict on "``candidate`` keeps ``reference``'s level": ``supported`` when the mean is at most ``tolerance``
+    below it, ``contradicted`` when it is lower by more than ``tolerance`` plus two standard errors over seeds,
+    ``inconclusive`` in between."""
+    c_mean, c_sd, c_n = mean_sd(candidate)
+    r_mean, r_sd, r_n = mean_sd(reference)
+    if not c_n or not r_n:
+        return "not run"
+    difference = c_mean - r_mean
+    if difference >= -tolerance:
+        return "supported"
+    error = 2 * np.sqrt(c_sd ** 2 / c_n + r_sd ** 2 / r_n)
+    return "contradicted" if difference < -tolerance - error else "inconclusive"
+
+
+def verdict_paired(differences, *, direction: int = 1, confidence: float = 0.95) -> str:
+    """Verdict from paired per-seed differences ``ours − baseline`` (``direction``: the
+    sign the paper claims). The claim is "supported" when the two-sided Student-t ``confidence`` interval of the mean
+    difference lies entirely on the claimed side of zero, "contradicted" when it lies entirely on the other side, and
+    "inconclusive" otherwise or with fewer than 2 seeds."""
+    from scipy.stats import t as student_t
+    d = np.asarray(list(differences), dtype=float) * direction
+    if d.size == 0:
+        return "not run"
+    if d.size < 2:
+        return "inconclusive (1 seed)"
+    half_width = student_t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    if d.mean() - half_width > 0:
+        return "supported"
+    if d.mean() + half_width < 0:
+        return "contradicted"
+    return "inconclusive"

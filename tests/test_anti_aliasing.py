@@ -1,0 +1,292 @@
+"""Tests of the anti-aliasing chapter: Table 1's filters, the blur-pool layers, the shift metrics, VGG13 and one tiny
+end-to-end run through the results store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+import torch.nn.functional as F
+
+from lib import metrics
+from lib.claims import (format_mean_sd, verdict_at_most, verdict_fraction, verdict_greater, verdict_not_worse,
+                        verdict_similar)
+from lib.filters import BLUR_FAMILIES, blur_filter
+from lib.filters.blur import TABLE1, blur_kernel_2d, filter_label, printed_weights, table1_filters
+from lib.layers import BlurPool, MaxBlurPool
+from lib.layers.blurpool import BlurMaxPool, MaxPool, make_pool
+from lib.models.vgg import VGG13
+
+
+# --- filters --------------------------------------------------------------------------------------------------------
+
+def test_table1_has_19_rows_in_paper_order():
+    rows = table1_filters()
+    assert len(rows) == 19
+    assert rows[0] == ("rect", 1) and rows[-1] == ("least_squares", 7)
+    assert [filter_label(*r) for r in rows[:3]] == ["Delta", "Rectangle-2", "Rectangle-3"]
+
+
+@pytest.mark.parametrize("family,taps,printed", TABLE1)
+def test_filters_match_printed_taps_of_table1(family, taps, printed):
+    weights = blur_filter(family, taps)
+    assert weights.shape == (taps,)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(weights, weights[::-1], atol=1e-12)  # linear phase: symmetric
+    # the paper prints two decimals, scaled so that the outer tap is ±1
+    np.testing.assert_allclose(printed_weights(weights), printed, atol=0.0051)
+
+
+@pytest.mark.parametrize("family", BLUR_FAMILIES)
+def test_one_tap_is_the_delta_for_every_family(family):
+    np.testing.assert_array_equal(blur_filter(family, 1), [1.0])
+
+
+def test_family_identities_of_appendix_e():
+    np.testing.assert_allclose(blur_filter("binomial", 2), blur_filter("rect", 2))
+    np.testing.assert_allclose(blur_filter("binomial", 3), blur_filter("triangle", 3))
+    tri5 = np.convolve(blur_filter("rect", 3), blur_filter("rect", 3))
+    np.testing.assert_allclose(blur_filter("triangle", 5), tri5)
+    np.testing.assert_allclose(blur_filter("window", 6), scipy.signal.firwin(6, 0.5, window="boxcar"))
+    kernel = blur_kernel_2d("binomial", 5)
+    assert kernel.sum() == pytest.approx(1.0) and np.linalg.matrix_rank(kernel) == 1  # separable
+
+
+def test_every_filter_passes_dc_and_suppresses_nyquist():
+    for family, taps in table1_filters()[1:]:
+        weights = blur_filter(family, taps)
+        nyquist = abs(np.sum(weights * (-1.0) ** np.arange(taps)))
+        assert nyquist < 0.35, (family, taps, nyquist)
+
+
+@pytest.mark.parametrize("family,taps,message", [
+    ("gauss", 3, "unknown blur filter family 'gauss'"),
+    ("triangle", 4, "odd number of taps"),
+    ("least_squares", 6, "odd number of taps"),
+    ("rect", 0, "between 1 and"),
+    ("binomial", 2.5, "positive integer"),
+])
+def test_bad_filters_raise_clear_errors(family, taps, message):
+    with pytest.raises(ValueError, match=message):
+        blur_filter(family, taps)
+
+
+# --- layers ---------------------------------------------------------------------------------------------------------
+
+def test_blurpool_matches_scipy_circular_convolution():
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    layer = BlurPool(("binomial", 5), stride=2, padding_mode="circular").double()
+    kernel = blur_kernel_2d("binomial", 5)
+    expected = np.stack([[scipy.signal.convolve2d(x[n, c].numpy(), kernel, mode="same", boundary="wrap")[::2, ::2]
+                          for c in range(3)] for n in range(2)])
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-12)
+
+
+def test_even_blur_puts_extra_pixel_bottom_right():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = BlurPool(("rect", 2), stride=1, padding_mode="circular")(x)
+    # output[i, j] averages x[i:i+2, j:j+2] (wrapping): the filter looks down/right
+    assert out[0, 0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert out[0, 0, 3, 3] == pytest.approx((15 + 12 + 3 + 0) / 4)
+
+
+def test_maxblurpool_with_delta_is_maxpool_and_equivariant_with_blur():
+    x = torch.randn(3, 5, 16, 16)
+    np.testing.assert_array_equal(MaxBlurPool(None, padding_mode="circular")(x), F.max_pool2d(x, 2))
+    np.testing.assert_array_equal(MaxPool()(x), F.max_pool2d(x, 2))
+    for layer in (MaxBlurPool(("triangle", 5), padding_mode="circular"),
+                  BlurMaxPool(("rect", 3), padding_mode="circular")):
+        shifted = layer(torch.roll(x, (2, -4), (2, 3)))
+        torch.testing.assert_close(shifted, torch.roll(layer(x), (1, -2), (2, 3)))
+        torch.testing.assert_close(layer(x), layer.dense(x)[..., ::2, ::2])
+
+
+def test_blur_reduces_aliasing_of_an_odd_shift():
+    x = torch.randn(8, 4, 16, 16)
+    def gap(layer):
+        return float((layer(torch.roll(x, 1, 3)) - layer(x)).abs().mean())
+    assert gap(MaxBlurPool(("binomial", 7), padding_mode="circular")) < 0.6 * gap(MaxPool())
+
+
+def test_layers_handle_tiny_maps_and_padding_modes():
+    assert BlurPool(("binomial", 7), padding_mode="circular")(torch.randn(1, 2, 2, 2)).shape == (1, 2, 1, 1)
+    assert MaxBlurPool(("rect", 4), padding_mode="reflect")(torch.randn(1, 2, 7, 7)).shape == (1, 2, 4, 4)
+    with pytest.raises(ValueError, match="padding_mode"):
+        BlurPool(("rect", 2), padding_mode="wrap")
+    with pytest.raises(ValueError, match="unknown pool"):
+        make_pool("avg")
+    with pytest.raises(ValueError, match="sum to zero"):
+        BlurPool([1.0, -1.0])
+
+
+# --- toy example and metrics ----------------------------------------------------------------------------------------
+
+def test_toy_example_numbers_of_section_3_2():
+    signal = metrics.TOY_SIGNAL
+    np.testing.assert_array_equal(metrics.toy_max_pool(signal, 0), [0, 1, 0, 1])
+    np.testing.assert_array_equal(metrics.toy_max_pool(signal, 1), [1, 1, 1, 1])
+    np.testing.assert_array_equal(metrics.toy_max_pool(signal, -1), [1, 1, 1, 1])
+    np.testing.assert_allclose(metrics.toy_max_blur_pool(signal, ("triangle", 3), 0), [0.5, 1, 0.5, 1])
+    np.testing.assert_allclose(metrics.toy_max_blur_pool(signal, ("triangle", 3), 1), [0.75] * 4)
+    # the strided results are the even samples of the dense max-pool
+    dense = metrics.toy_dense_max_pool(signal, 0)
+    np.testing.assert_array_equal(dense[::2], [0, 1, 0, 1])
+
+
+def test_consistency_over_grid_is_the_mean_over_all_pairs():
+    rng = np.random.default_rng(0)
+    predicted = rng.integers(0, 3, size=(7, 9))
+    brute = np.mean([[np.mean(p[:, None] == p[None, :])] for p in predicted])
+    assert metrics.consistency_over_grid(predicted, 3) == pytest.approx(brute)
+    assert metrics.agreement([1, 2, 3], [1, 0, 3]) == pytest.approx(2 / 3)
+
+
+def test_variation_and_adversary():
+    probs = np.array([[0.5, 0.5, 0.5], [0.0, 1.0, 0.5]])
+    np.testing.assert_allclose(metrics.classification_variation(probs), [0.0, np.std([0, 1, 0.5])])
+    shifts = np.array([[0, 0], [0, 1], [2, -2]])
+    correct = np.array([[True, True, False], [True, False, True], [False, True, True]])
+    np.testing.assert_allclose(metrics.adversary_accuracy(correct, shifts, [0, 1, 2]), [2 / 3, 1 / 3, 0])
+
+
+def test_total_variation_and_cosine_distance():
+    assert metrics.total_variation(torch.ones(2, 3, 3, 3)) == 0.0
+    kernel = torch.tensor([[[[1.0, -1.0], [0.0, 0.0]]]])
+    # |(-1) - 1| + |0 - 0| horizontally, |0 - 1| + |0 - (-1)| vertically, over sum |w| = 2
+    assert metrics.total_variation(kernel) == pytest.approx((2 + 0 + 1 + 1) / 2)
+    a = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(metrics.cosine_distance(a, a), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(metrics.cosine_distance(a, -a), 2 * torch.ones(2))
+
+
+def test_periodic_upsampling_is_equivariant_by_its_factor():
+    feat = torch.randn(1, 2, 4, 4)
+    up = metrics.upsample_circular(feat, 16)
+    torch.testing.assert_close(metrics.upsample_circular(torch.roll(feat, 1, 3), 16), torch.roll(up, 4, 3))
+    torch.testing.assert_close(up.mean(), feat.mean(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="integer factor"):
+        metrics.upsample_circular(torch.randn(1, 1, 3, 3), 16)
+
+
+def test_verdict_rules():
+    assert verdict_greater([0.9, 0.91], [0.8, 0.81]) == "supported"
+    assert verdict_greater([0.7], [0.8]) == "contradicted"
+    assert verdict_greater([0.9, 0.5], [0.7, 0.71]) == "inconclusive"
+    assert verdict_similar([93.4], [93.3], 1.0) == "supported"
+    assert verdict_fraction(3, 4) == "supported" and verdict_fraction(1, 4) == "contradicted"
+    assert format_mean_sd([0.9, 0.92], 100) == "91.0 ± 1.4 (n=2)"
+    assert verdict_at_most(12.0, 24.6) == "supported"
+    assert verdict_at_most(30.0, 24.6) == "contradicted"
+    assert verdict_not_worse([93.0], [93.4], 1.0) == "supported"
+    assert verdict_not_worse([95.0], [93.4], 1.0) == "supported"
+    assert verdict_not_worse([91.0], [93.4], 1.0) == "contradicted"
+
+
+# --- the model ------------------------------------------------------------------------------------------------------
+
+def test_vgg13_size_and_exact_modulo_equivariance():
+    full = VGG13(width=64)
+    convs = sum(p.numel() for n, p in full.named_parameters() if "weight" in n and p.dim() == 4)
+    assert convs == 9_402_048  # torchvision VGG13's conv weights
+    torch.manual_seed(0)
+    model = VGG13(width=2, pool="maxblur", filter=("binomial", 3)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    features = model.features_by_layer(x)
+    shifted = model.features_by_layer(torch.roll(x, (4, 4), (2, 3)))
+    # two downsamplings: shifts by 4 move pool2 (ds) by exactly 1 (circular convolutions everywhere)
+    torch.testing.assert_close(shifted["pool2 (ds)"], torch.roll(features["pool2 (ds)"], (1, 1), (2, 3)))
+    torch.testing.assert_close(shifted["conv1_2"], torch.roll(features["conv1_2"], (4, 4), (2, 3)))
+    torch.testing.assert_close(features["softmax"].sum(1), torch.ones(2, 1, 1))
+    torch.testing.assert_close(model(x), features["classifier"][..., 0, 0])
+
+
+# --- experiments ----------------------------------------------------------------------------------------------------
+
+def test_profiles_cover_the_issue():
+    from lib.experiments import anti_aliasing as aa
+    assert aa.SETTINGS["quick"]["filters"] == [("rect", 1), ("rect", 2), ("triangle", 3), ("binomial", 5),
+                                               ("binomial", 7)]
+    paper = aa.runs("paper", section="table1")
+    keys = {(r.config["family"], r.config["taps"], r.config["augment"]) for r in paper}
+    assert len(keys) == 38
+    assert len({r.key for r in aa.runs("quick")}) == len(aa.runs("quick"))
+    with pytest.raises(ValueError, match="unknown section"):
+        aa.runs("quick", section="densenet")
+
+
+def test_timing_run_shapes():
+    from lib.experiments import anti_aliasing as aa
+    out = aa.time_forward({"width": 2, "batch": 4, "repeats": 2, "filters": [["binomial", 3]]}, torch.device("cpu"))
+    assert [r["model"] for r in out["rows"]] == ["Baseline", "+ dense pool", "+ dense pool + 3×3 filter"]
+    assert out["rows"][0]["added_percent"] == 0.0 and all(r["median_ms"] > 0 for r in out["rows"])
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    from lib import data
+    try:
+        data.load("cifar10", "train"), data.load("cifar10", "test")  # decoded once, kept in memory
+    except data.DatasetMissingError:
+        pytest.skip("CIFAR-10 not available (set DATA_DIR)")
+
+
+def _tiny_run(**changes):
+    from lib.experiments import Run, anti_aliasing as aa
+    run = next(r for r in aa.runs("quick", section="equivariance") if r.config["taps"] > 1)
+    config = {**run.config, "train_size": 60, "test_size": 40, "epochs": 1, "batch_size": 30, "width": 2,
+              "grid_images": 10, "grid_range": 2, "equivariance_images": 3, "equivariance_range": 2, **changes}
+    return Run(run.chapter, "tiny-" + run.name, config, run.fn, run.section)
+
+
+def test_end_to_end_run_through_the_store(cifar, tmp_path, monkeypatch):
+    from lib.experiments import execute
+    from lib.experiments import anti_aliasing as aa
+    monkeypatch.setenv("BOOK_CACHE_DIR", str(tmp_path))
+    run = _tiny_run()
+    (result,) = execute([run], "quick", device="cpu", progress=False)
+    assert (tmp_path / "results" / "quick" / "anti_aliasing" / f"{run.key}.json").is_file()
+    for key in ("accuracy", "accuracy_random_shift", "consistency", "consistency_grid"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["variation"].shape == (10,) and (result["variation"] >= 0).all()
+    assert result["accuracy_by_shift"].shape == (4, 4)
+    assert np.all(np.diff(result["adversary_accuracy"]) <= 0)  # a stronger adversary never helps
+    assert result["adversary_accuracy"][0] == pytest.approx(result["accuracy_by_shift"][2, 2])
+    eq = result["equivariance"]
+    assert eq["maps"].shape == (len(eq["layers"]), 4, 4)
+    assert np.abs(eq["maps"][eq["layers"].index("conv1_2")]).max() < 1e-5  # before any subsampling
+    assert np.abs(eq["maps"][eq["layers"].index("pool1 (ds)")][::2, ::2]).max() < 1e-5  # modulo-2
+    assert set(result["total_variation"]) == {f"conv{b}_{c}" for b in range(1, 6) for c in (1, 2)}
+    assert result["provenance"]["profile"] == "quick" and result["provenance"]["seed"] == 0
+    rows = aa.claims([result], None, "quick")
+    assert rows and all(r["verdict"] in {"supported", "contradicted", "inconclusive", "not run"} for r in rows)
+    assert aa.table1_rows([result])[0]["filter"] == "Binomial-5"
+
+
+def test_same_seed_same_numbers(cifar):
+    from lib.experiments import anti_aliasing as aa
+    from lib.training import seed_everything
+    config = {**_tiny_run().config, "equivariance": False}
+    outputs = []
+    for _ in range(2):
+        seed_everything(config["seed"])  # what execute() does before every run
+        outputs.append(aa.train_and_analyse(dict(config), torch.device("cpu")))
+    assert outputs[0]["accuracy"] == outputs[1]["accuracy"]
+    assert outputs[0]["total_variation"] == outputs[1]["total_variation"]
+    np.testing.assert_array_equal(outputs[0]["variation"], outputs[1]["variation"])
+
+
+def test_paper_profile_run_at_tiny_scale(cifar):
+    """A paper-profile run (all 32×32 shifts) with its sizes shrunk: the same code path as on the GPU."""
+    from lib.experiments import anti_aliasing as aa
+    from lib.training import seed_everything
+    runs = aa.runs("paper")
+    assert len(runs) == 55  # 17 filters × 2 + 2 headline filters × 2 × 3 seeds + 4 blur→pool × 2 + timing
+    run = next(r for r in runs if r.config.get("family") == "least_squares" and r.config["taps"] == 7)
+    config = {**run.config, "train_size": 40, "test_size": 20, "epochs": 1, "batch_size": 20, "width": 2,
+              "grid_images": 1}
+    seed_everything(0)
+    result = run.fn(config, torch.device("cpu"))
+    assert result["accuracy_by_shift"].shape == (32, 32)
+    assert result["adversary_accuracy"].shape == (17,)
+    assert result["adversary_accuracy"][-1] <= result["adversary_accuracy"][0]
