@@ -3,8 +3,9 @@
 ``CircularConv2d`` has the parameters of ``nn.Conv2d`` and computes exactly what
 ``nn.Conv2d(..., padding="same", padding_mode="circular")`` computes with the same weight and bias, but through
 ``rfft2`` → a ``C_out × C_in`` matrix product at every frequency → ``irfft2``. For the full-image kernels of the
-ConvActually models (32×32 on 32×32 images) this is about two orders of magnitude faster than the direct convolution,
-because a direct full-size kernel costs ``H·W`` multiply-adds per output pixel and the FFT route costs ``log(H·W)``.
+ConvActually models (32×32 on 32×32 images) a direct convolution costs ``H·W`` multiply-adds per output pixel and
+channel pair, the FFT route about ``log(H·W)``: measured on one CPU thread, a 16-channel forward pass ran 16× faster
+(the gap grows with the channel count and on GPUs, where the direct route has no fast kernel for 32×32 filters).
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ import math
 
 import torch
 from torch import nn
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: bmm on a permuted gradient falls back to a
+    per-matrix loop on the CPU, which made the backward pass ~10× slower than the forward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
 
 
 class CircularConv2d(nn.Module):
@@ -79,12 +93,12 @@ class CircularConv2d(nn.Module):
             # complex products as one real batched matmul: complex bmm (and its backward) is slow on CPU
             n, freqs = x.shape[0], spectrum.shape[-2] * spectrum.shape[-1]
             stacked = torch.cat([spectrum.real, spectrum.imag], dim=1).reshape(n, 2 * self.in_channels, freqs)
+            stacked = stacked.permute(2, 0, 1).contiguous()                         # (F, N, 2in)
             transfer = self.frequency_response(height, width).reshape(freqs, self.out_channels, self.in_channels)
-            real_t, imag_t = transfer.real, transfer.imag                          # (F, out, in)
-            block = torch.cat([torch.cat([real_t, -imag_t], dim=2), torch.cat([imag_t, real_t], dim=2)], dim=1)
-            # einsum picks contiguous bmm layouts in forward and backward (a plain bmm on permuted views is slow)
-            mixed = torch.einsum("nif,foi->nof", stacked, block)                    # (N, 2out, F): [re; im]
-            mixed = mixed.reshape(n, 2, self.out_channels, *spectrum.shape[-2:])
+            real_t, imag_t = transfer.real.transpose(1, 2), transfer.imag.transpose(1, 2)  # (F, in, out)
+            block = torch.cat([torch.cat([real_t, imag_t], dim=2), torch.cat([-imag_t, real_t], dim=2)], dim=1)
+            mixed = _ContiguousGrad.apply(torch.bmm(stacked, block.contiguous()))   # (F, N, 2out): [re, im]
+            mixed = mixed.permute(1, 2, 0).reshape(n, 2, self.out_channels, *spectrum.shape[-2:])
             out = torch.fft.irfft2(torch.complex(mixed[:, 0], mixed[:, 1]), s=(height, width))
             if self.bias is not None:
                 out = out + self.bias.float().view(1, -1, 1, 1)

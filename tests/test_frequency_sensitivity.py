@@ -1,0 +1,349 @@
+"""Frequency-sensitivity chapter: the FFT circular convolution, the linear theory's identities, the sensitivity
+measurement, the models, and one tiny run through the results store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib import linear_theory as lt
+from lib import sensitivity
+from lib.layers import CircularConv2d
+
+
+# --- CircularConv2d ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k, size", [(3, (8, 8)), (4, (8, 9)), (5, (7, 7)), (1, (6, 6)), (32, (32, 32)), (8, (8, 8))])
+def test_circular_conv_equals_torch_circular_same(k, size):
+    torch.manual_seed(k)
+    layer = CircularConv2d(3, 5, k)
+    reference = torch.nn.Conv2d(3, 5, k, padding="same", padding_mode="circular")
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 3, *size)
+    assert layer.weight.shape == (5, 3, k, k)
+    torch.testing.assert_close(layer(x), reference(x), atol=2e-5, rtol=1e-4)
+
+
+def test_circular_conv_gradients_match_torch():
+    torch.manual_seed(0)
+    layer = CircularConv2d(2, 3, 5, bias=False)
+    reference = torch.nn.Conv2d(2, 3, 5, padding="same", padding_mode="circular", bias=False)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 2, 8, 8)
+    layer(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_circular_conv_is_shift_equivariant():
+    torch.manual_seed(1)
+    layer = CircularConv2d(1, 2, 32)
+    x = torch.randn(1, 1, 32, 32)
+    shifted = torch.roll(x, (5, -3), dims=(-2, -1))
+    torch.testing.assert_close(layer(shifted), torch.roll(layer(x), (5, -3), dims=(-2, -1)), atol=1e-5, rtol=1e-4)
+
+
+def test_circular_conv_rejects_bad_input():
+    with pytest.raises(ValueError, match="kernel_size"):
+        CircularConv2d(1, 1, 0)
+    with pytest.raises(ValueError, match="exceeds the input size"):
+        CircularConv2d(1, 1, 9)(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="expected input"):
+        CircularConv2d(2, 1, 3)(torch.zeros(1, 3, 8, 8))
+
+
+# --- Lemma 3.11 / 4.3 ----------------------------------------------------------------------------------------------------
+
+def test_spatial_circular_convolution_matches_definition():
+    """eq. 3.2 by brute force on a tiny example: (w * x)_cij = Σ_{m+m'=i, n+n'=j} Σ_d w_cmnd x_dm'n'."""
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((1, 3, 4, 5))
+    expected = np.zeros((1, 2, 4, 5))
+    for c in range(2):
+        for i in range(4):
+            for j in range(5):
+                expected[0, c, i, j] = sum(w[c, d, m, n] * x[0, d, (i - m) % 4, (j - n) % 5]
+                                           for d in range(3) for m in range(4) for n in range(5))
+    np.testing.assert_allclose(lt.circular_convolution(w, x), expected, atol=1e-12)
+
+
+def test_convolution_theorem_and_parseval():
+    rng = np.random.default_rng(1)
+    w, x = rng.standard_normal((1, 1, 6, 6)), rng.standard_normal((1, 1, 6, 6))
+    np.testing.assert_allclose(lt.dft(lt.circular_convolution(w, x)), np.fft.fft2(w) * lt.dft(x), atol=1e-12)
+    np.testing.assert_allclose(np.sum(w * x), np.sum(np.conj(lt.dft(w)) * lt.dft(x)).real, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels, classes, size", [([3], 4, (5, 5)), ([3, 4, 2], 3, (6, 7)), ([2, 3, 3, 4], 5, (4, 4))])
+def test_lemma_3_11_and_4_3(channels, classes, size):
+    check = lt.lemma_check(channels, classes, size, seed=3)
+    assert check["frequency_vs_spatial"] < 1e-12
+    assert check["collapsed_vs_spatial"] < 1e-12
+    assert check["imaginary_part"] < 1e-12
+
+
+# --- Lemma B.13 ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 5])
+def test_svd_factorisation_attains_schatten_bound(layers):
+    rng = np.random.default_rng(layers)
+    b = lt.random_complex(rng, (4, 3))
+    factors = lt.svd_factorisation(b, layers)
+    np.testing.assert_allclose(lt.product(factors), b, atol=1e-12)
+    assert lt.factor_penalty(factors) == pytest.approx(lt.schatten_power(b, 2 / layers), rel=1e-12)
+
+
+def test_schatten_known_values():
+    b = np.diag([3.0, 4.0]).astype(complex)
+    assert lt.schatten_power(b, 2) == pytest.approx(25.0)       # Frobenius²
+    assert lt.schatten_power(b, 1) == pytest.approx(7.0)        # nuclear norm
+    assert lt.schatten_power(b, 0.5) == pytest.approx(np.sqrt(3) + 2)
+
+
+@pytest.mark.parametrize("layers, shape, inner", [(2, (4, 3), 4), (2, (1, 1), 1), (4, (1, 1), 1)])
+def test_random_factorisations_never_beat_the_bound_in_proven_cases(layers, shape, inner):
+    rng = np.random.default_rng(0)
+    b = lt.random_complex(rng, shape)
+    bound = lt.schatten_power(b, 2 / layers)
+    for _ in range(30):
+        factors = lt.random_factorisation(b, layers, inner, rng)
+        np.testing.assert_allclose(lt.product(factors), b, atol=1e-9)
+        assert lt.factor_penalty(factors) >= bound * (1 - 1e-9)
+
+
+def test_optimised_factorisation_converges_to_bound_from_above():
+    b = lt.random_complex(np.random.default_rng(5), (3, 2))
+    penalty, residual = lt.optimised_factorisation(b, 2, 3, seed=0, steps=120)
+    bound = lt.schatten_power(b, 1.0)
+    assert residual < 1e-9
+    assert bound * (1 - 1e-9) <= penalty < bound * 1.05
+
+
+def test_factorisation_errors():
+    with pytest.raises(ValueError, match="inner width"):
+        lt.random_factorisation(np.ones((2, 3)), 2, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="layers"):
+        lt.svd_factorisation(np.ones((2, 2)), 0)
+
+
+# --- statistics, ridge, LASSO ------------------------------------------------------------------------------------------
+
+def _stationary_images(n=600, size=8, seed=0):
+    """Random images with a low-pass spectrum: a circulant covariance, so the frequency covariance is diagonal."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, 1, size, size))
+    fi, fj = lt.signed_frequencies(size, size)
+    amplitude = 1.0 / (1.0 + np.abs(fi) ** 1.5 + np.abs(fj) ** 1.5)
+    images = np.real(np.fft.ifft2(np.fft.fft2(noise) * amplitude))
+    images = (images - images.min()) / (images.max() - images.min()) * 255
+    return np.round(images).astype(np.uint8)
+
+
+def test_frequency_covariance_diagonal_is_variance():
+    images = _stationary_images(n=200, size=6)
+    sigma_hat = lt.frequency_covariance(images)
+    np.testing.assert_allclose(np.real(np.diag(sigma_hat)).reshape(1, 6, 6), lt.frequency_variance(images), rtol=1e-10)
+    np.testing.assert_allclose(sigma_hat, sigma_hat.conj().T, atol=1e-12)   # Hermitian
+
+
+def test_covariance_by_distance_counts_and_zero_distance():
+    images = _stationary_images(n=100, size=4)
+    sigma_hat = lt.frequency_covariance(images)
+    r, values = lt.covariance_by_distance(sigma_hat, (1, 4, 4), modular=True)
+    assert r[0] == 0 and values[0] == pytest.approx(np.mean(np.abs(np.diag(sigma_hat))))
+    assert r.max() <= np.sqrt(2 * 2 ** 2) + 1e-12   # on a 4×4 torus no axis distance exceeds 2
+    r_plain, _ = lt.covariance_by_distance(sigma_hat, (1, 4, 4), modular=False)
+    assert r_plain.max() == pytest.approx(np.sqrt(18))
+
+
+def test_power_law_fit_recovers_exponents():
+    tau = lt.power_law((16, 16), 1.7, 2.3, 5.0)
+    tau[0, 0] = 100.0
+    fit = lt.fit_power_law(tau)
+    assert fit["alpha"] == pytest.approx(1.7, abs=1e-3)
+    assert fit["beta"] == pytest.approx(2.3, abs=1e-3)
+    assert fit["gamma"] == pytest.approx(5.0, rel=1e-3)
+    assert fit["r2"] > 0.999
+
+
+def test_ridge_matches_direct_solve_and_diagonal_prediction_on_stationary_data():
+    images = _stationary_images(n=3000, size=6, seed=1)
+    x, shape = lt.design_matrix(images)
+    y = x @ np.random.default_rng(2).standard_normal(x.shape[1]) + 0.1 * np.random.default_rng(3).standard_normal(len(x))
+    lam = 0.05
+    out = lt.ridge_frequency(x, y, [lam], shape)
+    direct = np.linalg.solve(lam * np.eye(x.shape[1]) + x.T @ x / len(x), x.T @ (y - y.mean()) / len(x))
+    np.testing.assert_allclose(out["v_hat"][0, 0], lt.dft(direct.reshape(shape)), atol=1e-8)
+    # a circulant covariance makes eq. 4.17 nearly exact: shrinkage ≈ τ/(λ+τ) up to sampling noise
+    measured = np.abs(out["v_hat"][0, 0]) / np.abs(out["v_ls"][0])
+    predicted = out["tau"] / (lam + out["tau"])
+    assert np.median(np.abs(np.log(measured / predicted))) < 0.1
+
+
+def test_lasso_soft_thresholds_like_eq_a7_when_covariance_is_diagonal():
+    rng = np.random.default_rng(0)
+    n, shape = 4000, (1, 4, 4)
+    # orthonormal-in-frequency design: random Fourier coefficients with prescribed variances τ
+    tau = np.linspace(0.5, 3.0, 16).reshape(shape)
+    x_hat = (rng.standard_normal((n, *shape)) + 1j * rng.standard_normal((n, *shape))) * np.sqrt(tau / 2)
+    x = np.real(np.fft.ifft2(x_hat, norm="ortho")).reshape(n, -1)
+    x -= x.mean(0)
+    y = x @ rng.standard_normal(16)
+    lam = 0.05
+    lasso = lt.lasso_frequency(x, y, lam, shape, iterations=3000)
+    v_ls = lt.ridge_frequency(x, y, [], shape)["v_ls"][0]
+    tau_measured = np.mean(np.abs(lt.dft(x.reshape(n, *shape))) ** 2, axis=0)
+    predicted = np.maximum(0, np.abs(v_ls) - lam / tau_measured)
+    assert np.corrcoef(np.abs(lasso).ravel(), predicted.ravel())[0, 1] > 0.95
+    assert np.abs(np.abs(lasso) - predicted).max() < 0.1
+
+
+def test_ridge_needs_enough_images():
+    with pytest.raises(ValueError, match="least squares needs"):
+        lt.ridge_frequency(np.zeros((3, 5)), np.zeros(3), [0.1], (1, 1, 5))
+
+
+# --- sensitivity ---------------------------------------------------------------------------------------------------------
+
+class _Linear(torch.nn.Module):
+    """f(x) = V x for a fixed V: its sensitivity to ê_cij is the L2 norm over classes of |V̂_k,cij| exactly."""
+
+    def __init__(self, v):
+        super().__init__()
+        self.v = torch.nn.Parameter(v, requires_grad=False)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.einsum("kchw,nchw->nk", self.v, x) + 0 * self.dummy
+
+
+def test_sensitivity_of_linear_model_is_norm_of_dft_of_weights():
+    torch.manual_seed(0)
+    v = torch.randn(4, 2, 8, 8)
+    images = torch.rand(5, 2, 8, 8)
+    measured = sensitivity.frequency_sensitivity(_Linear(v), images, batch_size=2)
+    expected = np.sqrt((np.abs(np.fft.fft2(v.numpy(), norm="ortho")) ** 2).sum(0))
+    np.testing.assert_allclose(measured, expected, rtol=1e-5)
+
+
+def test_sensitivity_equals_directional_derivative_along_fourier_basis():
+    """|∇ₓf·ê_cij| computed explicitly with the complex exponential basis vector, for a nonlinear model."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    x = torch.rand(1, 2, 6, 6, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(lambda z: model(z)[0], x)[:, 0]  # (K, C, H, W)
+    measured = sensitivity.frequency_sensitivity(model, x.detach())
+    m, n = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
+    for c, i, j in [(0, 0, 0), (1, 2, 5), (0, 3, 3)]:
+        basis = np.zeros((2, 6, 6), complex)
+        basis[c] = np.exp(2j * np.pi * (m * i + n * j) / 6) / 6   # x = F* x̂: the pixel image of ê_cij
+        derivative = np.einsum("kchw,chw->k", jac.numpy(), basis)
+        assert measured[c, i, j] == pytest.approx(np.linalg.norm(derivative), rel=1e-5)
+
+
+def test_radial_profile_and_moments():
+    flat = np.ones((3, 8, 8))
+    radii, profile = sensitivity.radial_profile(flat)
+    np.testing.assert_allclose(profile, 1.0)
+    assert radii[0] == 0 and radii[-1] == round(np.sqrt(32))
+    m = sensitivity.moments(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 0.0]))
+    assert m[1] == pytest.approx(1.0) and m[2] == pytest.approx(1.0)   # a triangle centred at r = 1
+    low = sensitivity.moments(*sensitivity.radial_profile(1 / (1 + sensitivity.radius_grid(8, 8))))
+    high = sensitivity.moments(*sensitivity.radial_profile(sensitivity.radius_grid(8, 8)))
+    assert low[1] < high[1]
+    curve = sensitivity.log_normalised(np.arange(5.0), np.full(5, 2.0), smooth=0)
+    np.testing.assert_allclose(curve, np.log(0.25))   # normalised to unit integral over [0, 4]
+    with pytest.raises(ValueError, match="non-negative"):
+        sensitivity.moments(np.arange(3.0), np.array([1.0, -1.0, 1.0]))
+
+
+# --- models --------------------------------------------------------------------------------------------------------------
+
+def test_models_shapes_and_parameter_counts():
+    from lib.models.convactually import ConvActually
+    from lib.models.myrtle import MyrtleCNN
+    from lib.models.resnet_cifar import ResNetCIFAR
+    x = torch.rand(2, 3, 32, 32)
+    assert sum(p.numel() for p in MyrtleCNN().parameters()) == 1_556_106    # App. C.5 table (b)
+    block = ConvActually(depth=1).net[1]
+    assert sum(p.numel() for p in block.parameters()) == 196_672             # App. C.5 table (a)
+    for model in (ConvActually(depth=2, width=4), MyrtleCNN(width=4), ResNetCIFAR(8, width=4)):
+        assert model(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        ResNetCIFAR(10)
+    with pytest.raises(ValueError, match="kernel_size"):
+        ConvActually(kernel_size=33)
+
+
+# --- the experiments module ------------------------------------------------------------------------------------------
+
+def test_runs_and_verdicts():
+    from lib.experiments import frequency_sensitivity as fs
+    for profile in ("quick", "paper"):
+        all_runs = fs.runs(profile)
+        assert len({r.key for r in all_runs}) == len(all_runs)
+        assert {r.section for r in all_runs} == set(fs.SECTIONS)
+    assert all(len(s["seeds"]) >= 3 for k, s in fs.SETTINGS["paper"].items() if k in ("depth", "decay_convactually",
+                                                                                      "decay_myrtle"))
+    with pytest.raises(ValueError, match="unknown section"):
+        fs.runs("quick", section="nope")
+    assert fs.hypothesis_verdict(-0.9).startswith("supported")
+    assert fs.hypothesis_verdict(0.9).startswith("contradicted")
+    assert fs.hypothesis_verdict(0.0).startswith("inconclusive")
+    assert fs.residual_verdict(0.2).startswith("failure reproduced")
+    assert fs.accuracy_verdict(0.60, 0.57) == "matches (±3 points)" and fs.accuracy_verdict(0.3, 0.57) == "lower"
+    fake = [{"config": {"depth": d}, "moment1": m} for d, m in [(1, 5.0), (2, 4.0), (4, 3.0), (4, 3.2)]]
+    assert fs.trend(fake, "depth") == pytest.approx(-1.0)
+
+
+def test_tiny_training_run_through_execute(isolated_store, monkeypatch):
+    from lib.experiments import Run, execute
+    from lib.experiments import frequency_sensitivity as fs
+    # Fashion-MNIST (idx files, no decode cache needed): 1×28×28 images, so the full-image kernel is 28×28
+    config = {"dataset": "fashion_mnist", "model": "convactually", "depth": 1, "width": 2, "weight_decay": 1e-4,
+              "lr": 0.002, "seed": 0, "train_size": 60, "test_size": 40, "sensitivity_images": 8, "epochs": 1,
+              "batch_size": 30, "warmup_fraction": 0.1}
+    run = Run(fs.CHAPTER, "tiny", config, fs.train_run, "depth")
+    (result,) = execute([run], "quick", device="cpu", progress=False)
+    assert {"accuracy", "sensitivity", "radii", "radial", "moment1", "moment2", "provenance"} <= set(result)
+    assert result["sensitivity"].shape == (1, 28, 28) and np.isfinite(result["sensitivity"]).all()
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert 0 < result["moment1"] < result["radii"].max()
+    assert result["moment2"] >= result["moment1"] ** 2 - 1e-9      # Jensen: E[r²] ≥ E[r]²
+    # a second execute reads the store instead of training again
+    (again,) = execute([run], "quick", device="cpu", progress=False)
+    assert again["provenance"]["finished"] == result["provenance"]["finished"]
+
+
+def test_statistics_and_ridge_runs_at_tiny_scale():
+    """The non-training sections end to end on Fashion-MNIST (the paper profile runs the same functions on more data)."""
+    from lib.experiments import frequency_sensitivity as fs
+    stats = fs.statistics_run({"dataset": "fashion_mnist", "seed": 0, "variance_images": 600,
+                               "covariance_images": 200, "jpeg_images": 50, "jpeg_quality": 75})
+    assert stats["std"].shape == (1, 28, 28) and np.all(stats["std"] > 0)
+    assert stats["cov_r"][0] == 0 and stats["cov_plain"][0] > stats["cov_plain"][1:].mean()   # diagonal dominates
+    assert stats["power_law"]["alpha"] > 0 and stats["tau_radial"][1] > stats["tau_radial"][-1]   # low-frequency heavy
+    ridge = fs.ridge_run({"dataset": "fashion_mnist", "seed": 0, "train_size": 900, "grayscale": False,
+                          "lambdas": [0.01, 1.0], "lasso_lambdas": [0.01], "lasso_class": 0, "lasso_iterations": 50})
+    assert ridge["measured_shrinkage"].shape == (2, 1, 28, 28)
+    # more regularisation shrinks more, on average and as predicted
+    assert ridge["measured_shrinkage"][1].mean() < ridge["measured_shrinkage"][0].mean()
+    assert np.all(ridge["predicted_shrinkage"][1] <= ridge["predicted_shrinkage"][0])
+    rows = fs.ridge_summary(ridge)
+    assert len(rows) == 2 and all(np.isfinite(list(r.values())).all() for r in rows)
+
+
+def test_paper_profile_configs_run_at_tiny_scale():
+    """Every model family of the paper profile, with its paper config, trains on a handful of images (sizes shrunk)."""
+    from lib.experiments import frequency_sensitivity as fs
+    shrink = {"train_size": 40, "test_size": 20, "sensitivity_images": 4, "epochs": 1, "batch_size": 20}
+    seen = set()
+    for run in fs.runs("paper"):
+        if run.section in ("theory", "statistics", "ridge") or run.config["model"] in seen:
+            continue
+        seen.add(run.config["model"])
+        config = {**run.config, **shrink, "depth": min(run.config.get("depth", 1), 8)}
+        result = fs.train_run(config, torch.device("cpu"))
+        assert result["finite"] and result["sensitivity"].shape == (3, 32, 32)
+    assert seen == {"convactually", "myrtle", "resnet"}
