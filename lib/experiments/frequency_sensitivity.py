@@ -424,7 +424,6 @@ def figure_ridge(ridge: dict, index: int | None = None):
     """§4.1: measured ridge shrinkage per frequency against τ/(λ+τ), radially, and where eq. 4.17 fails (one λ)."""
     plotting = _plt()
     lambdas = np.asarray(ridge["lambdas"])
-    tau = np.asarray(ridge["tau"], float)
     measured, predicted = np.asarray(ridge["measured_shrinkage"], float), np.asarray(ridge["predicted_shrinkage"], float)
     fig, axes = plotting.figure(1, 3, width=10.0, height=3.2)
     chosen = range(len(lambdas)) if index is None else [index]

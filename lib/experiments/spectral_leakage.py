@@ -31,7 +31,7 @@ from ..attacks import accuracy_under_attack
 from ..claims import mean_sd, verdict_paired as verdict
 from ..filters.windows import (WINDOWS, high_frequency_energy, main_lobe_width, out_of_band_energy, peak_sidelobe_db,
                                response_1d, to_db, window, window2d, windowed_lowpass)
-from ..models.resnet_leakage import LeakageResNet, matched_width, parameter_count
+from ..models.resnet_leakage import LeakageResNet, matched_width
 from ..models.simple import SimpleCNN
 from ..training import TrainConfig, fit, seed_everything
 
@@ -345,7 +345,7 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
             under = lambda r, a=attack, i=eps_index: r["attacks"][a][i]
             d = paired(results, under, sel(big_h), sel(base))
             row(f"{name}: {large_k}×{large_k}+Hamming more robust than 3×3, {title} ε={eps:.3g}",
-                "more robust to certain attacks", f"Δ accuracy: " + fmt(*mean_sd(d), unit=" pp"), d)
+                "more robust to certain attacks", "Δ accuracy: " + fmt(*mean_sd(d), unit=" pp"), d)
     for name in ("CIFAR-100", "ImageNet"):
         if name == "CIFAR-100" and "cifar100" in datasets:
             continue
@@ -602,7 +602,7 @@ def widget_frames(sizes=(3, 5, 7, 9, 11, 15), names=WINDOWS, dpi: int = 60):
             if np.isfinite(psl):
                 ax_s.axhline(psl, color="0.4", ls="--", lw=0.8)
             ax_s.set(title=f"side lobe {psl:.1f} dB, main lobe {mlw:.2f}" if np.isfinite(psl)
-                     else f"no side lobe; main lobe fills the band", xlabel="cycles/sample", ylabel="dB",
+                     else "no side lobe; main lobe fills the band", xlabel="cycles/sample", ylabel="dB",
                      ylim=(-120, 5), xlim=(0, 0.5))
             spectrum = np.fft.fftshift(np.abs(np.fft.fft2(window2d(name, k), s=(64, 64))))
             ax_2.imshow(to_db(spectrum, floor_db=-80), vmin=-80, vmax=0, extent=(-0.5, 0.5, -0.5, 0.5),
