@@ -257,6 +257,23 @@ def test_verdict_rules():
     assert sm.verdict_relative_gain(0.3, 0.25) == "supported" and sm.verdict_relative_gain(0.1, 0.25) == "not supported"
 
 
+def test_mean_sd_skips_missing_seeds():
+    assert sm.mean_sd([1.0, None, 3.0]) == pytest.approx((2.0, math.sqrt(2.0)))
+    assert sm.mean_sd([2.0]) == (2.0, 0.0)
+    assert all(math.isnan(v) for v in sm.mean_sd([None]))
+
+
+def test_claims_table_and_figures_without_results_say_no_data():
+    """Before any run finishes, the chapter's table and figures still build and report "no data", not crash."""
+    import matplotlib.pyplot as plt
+    empty = [None] * len(sm.runs("quick"))
+    rows = sm.claims(empty, "quick")
+    assert rows and all(set(row) == {"claim", "paper", "ours", "verdict"} for row in rows)
+    assert rows[0]["verdict"] == "no data"
+    for make_figure in (sm.resnet_figure, sm.convmixer_figure):
+        plt.close(make_figure(empty, "quick"))
+
+
 def test_runs_and_settings():
     for profile in ("quick", "paper"):
         all_runs = sm.runs(profile)

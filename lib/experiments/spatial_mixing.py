@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .. import data, spectra
 from ..attacks import accuracy_under_attack
+from ..claims import mean_sd as _mean_sd_count
 from ..filters.dct import dct_lowpass, smoothing_index
 from ..models.convmixer import ConvMixer
 from ..models.separable_resnet import SeparableResNet
@@ -48,19 +49,19 @@ CONVMIXER_VARIANTS = {"Full": "full", "Chans": "chans", "Space": "space"}
 _EPS_255 = [0, 1, 2, 4, 8]  # FGSM budgets in 1/255 pixel units (the papers' values are only in their figures)
 
 SETTINGS = {
-    # quick: everything shrunk to run in minutes on a 2-core CPU. CIFAR-10 subsets of 1,024 training images (2
+    # quick: everything shrunk to run in minutes on a 2-core CPU. CIFAR-10 subsets of 2,560 training images (2
     # epochs, batch 32 for the ResNets; 3 epochs, batch 64 for the ConvMixers); ResNets on images average-pooled to
     # 16×16 with base width 8 and depths 1-2; ConvMixers of width 32 with 2×2 patches (16×16 tokens; kernel 8 kept
     # so that the DCT smoothing indices 0/15/28 keep their meaning); un-shuffling with a width-16, depth-2, kernel-5
     # ConvMixer on 2,000 images pooled to half size (3 epochs). 2 seeds for the headline numbers (1 for the
     # Same/Box/Identity banks).
     "quick": {
-        "resnet": {"dataset": "cifar10", "image_size": 16, "train_size": 1024, "test_size": 256, "width": 8,
+        "resnet": {"dataset": "cifar10", "image_size": 16, "train_size": 2560, "test_size": 500, "width": 8,
                    "depths": [1, 2], "headline_depth": 1, "seeds": [0, 1], "static_seeds": [0], "attack_size": 100,
                    "epsilons_255": _EPS_255,
                    "train": {"epochs": 2, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
                              "schedule": "onecycle", "warmup_fraction": 0.2, "channels_last": True}},
-        "convmixer": {"dataset": "cifar10", "image_size": 32, "train_size": 1024, "test_size": 256, "dim": 32,
+        "convmixer": {"dataset": "cifar10", "image_size": 32, "train_size": 2560, "test_size": 500, "dim": 32,
                       "depths": [2, 4], "headline_depth": 2, "filters_depth": 4, "kernel_size": 8, "patch_size": 2,
                       "seeds": [0, 1], "attack_size": 100, "epsilons_255": _EPS_255, "keeps": [8, 7, 6, 4],
                       "train": {"epochs": 3, "batch_size": 64, "optimizer": "adamw", "lr": 5e-3,
@@ -300,10 +301,9 @@ def select(results: list[dict], **where) -> list[dict]:
 
 
 def mean_sd(values) -> tuple[float, float]:
-    values = np.asarray([v for v in values if v is not None], dtype=float)
-    if values.size == 0:
-        return math.nan, math.nan
-    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+    """Mean and sample sd over seeds, skipping missing values (``nan, nan`` when none)."""
+    mean, sd, _ = _mean_sd_count(v for v in values if v is not None)
+    return mean, sd
 
 
 def resnet_selector(label: str, depth: int, filters: str = "random") -> dict:
@@ -632,24 +632,30 @@ def _by_depth(results, selector_for_depth, depths, metric):
     return np.asarray(means), np.asarray(sds)
 
 
-def resnet_figure(results: list[dict], profile: str):
-    """Figs 2-3 / workshop Figs 3-5: accuracy, training time and time per trainable parameter against depth."""
+def _depth_figure(results: list[dict], depths, curves: dict, depth_label: str):
+    """Accuracy, training time and time per trainable parameter against depth, one curve per variant
+    (``curves``: label → function of depth giving the results selector)."""
     from ..plotting import figure, provenance_footer
-    depths = SETTINGS[profile]["resnet"]["depths"]
     fig, axes = figure(1, 3, width=10.0, height=3.0)
-    for label in RESNET_VARIANTS:
+    for label, selector_for_depth in curves.items():
         for ax, metric in zip(axes, ("accuracy", "train_time_s", "time_per_trainable_parameter_us")):
-            mean, sd = _by_depth(results, lambda d: resnet_selector(label, d), depths, metric)
+            mean, sd = _by_depth(results, selector_for_depth, depths, metric)
             ax.errorbar(depths, mean, yerr=sd, marker="o", capsize=3, label=label)
     for ax in axes:
         ax.set_xticks(depths)
-    axes[0].set(xlabel="depth n (6n+2 layers)", ylabel="test accuracy")
-    axes[1].set(xlabel="depth n", ylabel="training time (s)")
-    axes[2].set(xlabel="depth n", ylabel="training time per trainable parameter (µs)")
+    axes[0].set(xlabel=depth_label, ylabel="test accuracy")
+    axes[1].set(xlabel="depth", ylabel="training time (s)")
+    axes[2].set(xlabel="depth", ylabel="training time per trainable parameter (µs)")
     axes[2].set_yscale("log")
     axes[0].legend()
     provenance_footer(fig, [x for x in results if x is not None])
     return fig
+
+
+def resnet_figure(results: list[dict], profile: str):
+    """Figs 2-3 / workshop Figs 3-5: accuracy, training time and time per trainable parameter against depth."""
+    curves = {label: (lambda d, label=label: resnet_selector(label, d)) for label in RESNET_VARIANTS}
+    return _depth_figure(results, SETTINGS[profile]["resnet"]["depths"], curves, "depth n (6n+2 layers)")
 
 
 def static_figure(results: list[dict], profile: str):
@@ -681,22 +687,9 @@ def convmixer_selector(mixing: str, depth: int, profile: str, keep: int | None =
 
 def convmixer_figure(results: list[dict], profile: str):
     """Figs 4, 6 / workshop Figs 7-9: ConvMixer accuracy, training time and time per trainable parameter."""
-    from ..plotting import figure, provenance_footer
-    depths = SETTINGS[profile]["convmixer"]["depths"]
-    fig, axes = figure(1, 3, width=10.0, height=3.0)
-    for label, mixing in CONVMIXER_VARIANTS.items():
-        for ax, metric in zip(axes, ("accuracy", "train_time_s", "time_per_trainable_parameter_us")):
-            mean, sd = _by_depth(results, lambda d: convmixer_selector(mixing, d, profile), depths, metric)
-            ax.errorbar(depths, mean, yerr=sd, marker="o", capsize=3, label=label)
-    for ax in axes:
-        ax.set_xticks(depths)
-    axes[0].set(xlabel="depth (blocks)", ylabel="test accuracy")
-    axes[1].set(xlabel="depth", ylabel="training time (s)")
-    axes[2].set(xlabel="depth", ylabel="time per trainable parameter (µs)")
-    axes[2].set_yscale("log")
-    axes[0].legend()
-    provenance_footer(fig, [x for x in results if x is not None])
-    return fig
+    curves = {label: (lambda d, mixing=mixing: convmixer_selector(mixing, d, profile))
+              for label, mixing in CONVMIXER_VARIANTS.items()}
+    return _depth_figure(results, SETTINGS[profile]["convmixer"]["depths"], curves, "depth (blocks)")
 
 
 def learned_filters_figure(results: list[dict], profile: str, per_layer: int = 32):

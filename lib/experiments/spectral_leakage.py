@@ -58,7 +58,7 @@ SETTINGS = {
         "matched_kernel_sizes": (7,),     # trained again at the width that matches the 3×3 parameter count
         "attack_kernel_sizes": (3, 7),    # runs that are also attacked
         "width": 8, "blocks": (1, 1, 1),
-        "n_train": 1500, "n_test": 1000, "n_attack": 100, "pgd_steps": 3,
+        "n_train": 4000, "n_test": 1000, "n_attack": 100, "pgd_steps": 3,
         "channels_last": True,            # faster for 7×7 kernels on a CPU (GUIDE §5)
         "per_dataset": {
             "fashion_mnist": {"train": _train(epochs=3, lr=0.1, batch_size=100), "epsilons": _QUICK_FMNIST_EPSILONS},
