@@ -29,19 +29,36 @@ def format_mean_sd(values, scale: float = 1.0, digits: int = 1, unit: str = "") 
     return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit} (n={n})"
 
 
-def verdict_greater(better, worse, margin: float = 0.0) -> str:
+def _error(sides, sampling_n: int | None) -> float | None:
+    """Two standard errors of a difference of means. Each side contributes its seeds' variance over n and, for
+    proportions measured on ``sampling_n`` test items, the binomial variance p(1-p)/(sampling_n·n) of the test
+    sample. ``None`` when the noise cannot be estimated: a side with one seed and no ``sampling_n``."""
+    variance = 0.0
+    for mean, sd, n in sides:
+        if n < 2 and sampling_n is None:
+            return None
+        variance += (sd ** 2 if n > 1 else 0.0) / n
+        if sampling_n is not None:
+            p = min(max(mean, 0.0), 1.0)
+            variance += p * (1 - p) / (sampling_n * n)
+    return 2 * math.sqrt(variance)
+
+
+def verdict_greater(better, worse, margin: float = 0.0, sampling_n: int | None = None) -> str:
     """Verdict on the claim "``better`` > ``worse``" from per-seed values.
 
-    ``supported`` when the mean difference exceeds ``margin`` plus two standard errors (from the seeds' spread,
-    zero with one seed each), ``contradicted`` when it is below ``-margin`` minus two standard errors, ``inconclusive``
-    otherwise.
+    ``supported`` when the mean difference exceeds ``margin`` plus two standard errors, ``contradicted`` when it is
+    below ``-margin`` minus two standard errors, ``inconclusive`` otherwise. The standard errors come from the seeds'
+    spread and, for proportions (accuracy, consistency) given ``sampling_n`` test items, from the test sample; with a
+    single seed and no ``sampling_n`` nothing estimates the noise and the verdict is ``inconclusive (1 seed)``.
     """
-    b_mean, b_sd, b_n = mean_sd(better)
-    w_mean, w_sd, w_n = mean_sd(worse)
-    if not b_n or not w_n:
+    b, w = mean_sd(better), mean_sd(worse)
+    if not b[2] or not w[2]:
         return "not run"
-    error = 2 * np.sqrt(b_sd ** 2 / b_n + w_sd ** 2 / w_n)
-    difference = b_mean - w_mean
+    error = _error((b, w), sampling_n)
+    if error is None:
+        return "inconclusive (1 seed)"
+    difference = b[0] - w[0]
     if difference > margin + error:
         return "supported"
     if difference < -margin - error:
@@ -68,6 +85,16 @@ def verdict_fraction(successes: int, total: int, threshold: float = 0.5) -> str:
     return "contradicted" if fraction < 1 - threshold else "inconclusive"
 
 
+def verdict_every(successes: int, total: int) -> str:
+    """Verdict on a claim about *every* case (all filters, every layer): ``supported`` only when all cases agree,
+    ``partly supported`` when most do, ``contradicted`` when at most half do."""
+    if total == 0:
+        return "not run"
+    if successes == total:
+        return "supported"
+    return "partly supported" if successes > total / 2 else "contradicted"
+
+
 def verdict_at_most(value: float, limit: float) -> str:
     """Verdict on "``value`` stays within ``limit``" (e.g. a timing overhead against a multiple of the paper's)."""
     if value is None or not np.isfinite(value) or not np.isfinite(limit):
@@ -75,18 +102,19 @@ def verdict_at_most(value: float, limit: float) -> str:
     return "supported" if value <= limit else "contradicted"
 
 
-def verdict_not_worse(candidate, reference, tolerance: float) -> str:
+def verdict_not_worse(candidate, reference, tolerance: float, sampling_n: int | None = None) -> str:
     """Verdict on "``candidate`` keeps ``reference``'s level": ``supported`` when the mean is at most ``tolerance``
-    below it, ``contradicted`` when it is lower by more than ``tolerance`` plus two standard errors over seeds,
-    ``inconclusive`` in between."""
-    c_mean, c_sd, c_n = mean_sd(candidate)
-    r_mean, r_sd, r_n = mean_sd(reference)
-    if not c_n or not r_n:
+    below it, ``contradicted`` when it is lower by more than ``tolerance`` plus two standard errors (as in
+    :func:`verdict_greater`), ``inconclusive`` in between (``inconclusive (1 seed)`` when the noise is unknown)."""
+    c, r = mean_sd(candidate), mean_sd(reference)
+    if not c[2] or not r[2]:
         return "not run"
-    difference = c_mean - r_mean
+    difference = c[0] - r[0]
     if difference >= -tolerance:
         return "supported"
-    error = 2 * np.sqrt(c_sd ** 2 / c_n + r_sd ** 2 / r_n)
+    error = _error((c, r), sampling_n)
+    if error is None:
+        return "inconclusive (1 seed)"
     return "contradicted" if difference < -tolerance - error else "inconclusive"
 
 

@@ -262,7 +262,10 @@ def load(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 # --- subsets, statistics, normalisation ---------------------------------------------------------------------------
 
 def subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A class-balanced random subset of ``n`` samples (all of them when ``n`` is None or ≥ N), same for a seed."""
+    """A class-balanced random subset of ``n`` samples (all of them when ``n`` is None or ≥ N), same for a seed.
+
+    The samples keep their dataset order, which may be sorted by class (the CIFAR-10 JPEG mirror is): take a smaller
+    subset with this function again, never with ``[:n]``."""
     if n is None or n >= len(labels):
         return images, labels
     if n <= 0:

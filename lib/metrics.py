@@ -109,15 +109,16 @@ def upsample_circular(features: torch.Tensor, size: int) -> torch.Tensor:
     return up[..., factor:factor + size, factor:factor + size]
 
 
-def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def cosine_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Per-image cosine distance ``1 - cos`` between N×C×H×W maps, taken across channels at every position and
-    averaged over positions (positions where both maps are zero count as distance 0)."""
+    averaged over positions. Where both maps are zero (post-ReLU) the distance is 0; where only one is, it is 1 —
+    a feature that appears or vanishes under a shift is exactly what aliasing produces."""
     # reduce over the last axis of an N×H×W×C view: fast when the maps are channels_last in memory
     a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)
     dot = (a * b).sum(-1)
-    norms = a.norm(dim=-1) * b.norm(dim=-1)
-    both_zero = norms < eps
-    distance = 1 - dot / norms.clamp_min(eps)
+    a_norm, b_norm = a.norm(dim=-1), b.norm(dim=-1)
+    both_zero = (a_norm <= eps) & (b_norm <= eps)
+    distance = 1 - dot / (a_norm.clamp_min(eps) * b_norm.clamp_min(eps))
     return torch.where(both_zero, torch.zeros_like(distance), distance).flatten(1).mean(1)
 
 

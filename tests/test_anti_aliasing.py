@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import metrics
-from lib.claims import (format_mean_sd, verdict_at_most, verdict_fraction, verdict_greater, verdict_not_worse,
+from lib.claims import (format_mean_sd, verdict_at_most, verdict_every, verdict_fraction, verdict_greater, verdict_not_worse,
                         verdict_similar)
 from lib.filters import BLUR_FAMILIES, blur_filter
 from lib.filters.blur import TABLE1, blur_kernel_2d, filter_label, printed_weights, table1_filters
@@ -158,6 +158,12 @@ def test_total_variation_and_cosine_distance():
     a = torch.randn(2, 4, 3, 3)
     torch.testing.assert_close(metrics.cosine_distance(a, a), torch.zeros(2), atol=1e-6, rtol=0)
     torch.testing.assert_close(metrics.cosine_distance(a, -a), 2 * torch.ones(2))
+    # a feature present in one map and absent (zero) in the other is maximally far from equivariant; both zero is not
+    one = torch.zeros(1, 2, 1, 2)
+    one[0, 0, 0, 0] = 1.0
+    torch.testing.assert_close(metrics.cosine_distance(one, torch.zeros_like(one)), torch.tensor([0.5]))
+    tiny = 5e-5 * torch.ones(1, 2, 1, 1)
+    torch.testing.assert_close(metrics.cosine_distance(tiny, -tiny), torch.tensor([2.0]))  # scale-free
 
 
 def test_periodic_upsampling_is_equivariant_by_its_factor():
@@ -171,7 +177,13 @@ def test_periodic_upsampling_is_equivariant_by_its_factor():
 
 def test_verdict_rules():
     assert verdict_greater([0.9, 0.91], [0.8, 0.81]) == "supported"
-    assert verdict_greater([0.7], [0.8]) == "contradicted"
+    assert verdict_greater([0.7], [0.8]) == "inconclusive (1 seed)"  # nothing estimates the noise
+    # one seed each, proportions on a test sample: its binomial noise decides (2 se ≈ 0.06 on 500, 0.013 on 10,000)
+    assert verdict_greater([0.38], [0.40], sampling_n=500) == "inconclusive"
+    assert verdict_greater([0.38], [0.40], sampling_n=10_000) == "contradicted"
+    assert verdict_greater([0.98], [0.73], sampling_n=500) == "supported"
+    assert verdict_every(4, 4) == "supported" and verdict_every(3, 4) == "partly supported"
+    assert verdict_every(2, 4) == "contradicted" and verdict_every(0, 0) == "not run"
     assert verdict_greater([0.9, 0.5], [0.7, 0.71]) == "inconclusive"
     assert verdict_similar([93.4], [93.3], 1.0) == "supported"
     assert verdict_fraction(3, 4) == "supported" and verdict_fraction(1, 4) == "contradicted"
@@ -180,7 +192,10 @@ def test_verdict_rules():
     assert verdict_at_most(30.0, 24.6) == "contradicted"
     assert verdict_not_worse([93.0], [93.4], 1.0) == "supported"
     assert verdict_not_worse([95.0], [93.4], 1.0) == "supported"
-    assert verdict_not_worse([91.0], [93.4], 1.0) == "contradicted"
+    assert verdict_not_worse([91.0], [93.4], 1.0) == "inconclusive (1 seed)"
+    assert verdict_not_worse([0.91], [0.934], 0.01, sampling_n=10_000) == "contradicted"
+    assert verdict_not_worse([0.36], [0.394], 0.01, sampling_n=500) == "inconclusive"
+    assert verdict_not_worse([0.91, 0.912], [0.934, 0.936], 0.01) == "contradicted"
 
 
 # --- the model ------------------------------------------------------------------------------------------------------
@@ -252,6 +267,7 @@ def test_end_to_end_run_through_the_store(cifar, tmp_path, monkeypatch):
     assert result["accuracy_by_shift"].shape == (4, 4)
     assert np.all(np.diff(result["adversary_accuracy"]) <= 0)  # a stronger adversary never helps
     assert result["adversary_accuracy"][0] == pytest.approx(result["accuracy_by_shift"][2, 2])
+    assert result["adversary_max_shift"].tolist() == [0, 1]  # [-m, m]² must fit in the grid [-2, 2)²
     eq = result["equivariance"]
     assert eq["maps"].shape == (len(eq["layers"]), 4, 4)
     assert np.abs(eq["maps"][eq["layers"].index("conv1_2")]).max() < 1e-5  # before any subsampling
@@ -259,7 +275,8 @@ def test_end_to_end_run_through_the_store(cifar, tmp_path, monkeypatch):
     assert set(result["total_variation"]) == {f"conv{b}_{c}" for b in range(1, 6) for c in (1, 2)}
     assert result["provenance"]["profile"] == "quick" and result["provenance"]["seed"] == 0
     rows = aa.claims([result], None, "quick")
-    assert rows and all(r["verdict"] in {"supported", "contradicted", "inconclusive", "not run"} for r in rows)
+    assert rows and all(r["verdict"] in {"supported", "partly supported", "contradicted", "inconclusive",
+                                          "inconclusive (1 seed)", "not run"} for r in rows)
     assert aa.table1_rows([result])[0]["filter"] == "Binomial-5"
 
 

@@ -254,7 +254,10 @@ def test_verdict_rules():
     assert sm.verdict_psnr_close(12.5, 12.4, 12.0) == "inconclusive"  # Full barely beats the mean image
     assert sm.verdict_not_worse((0.50, 0.0), (0.51, 0.0)) == "supported"
     assert sm.verdict_not_worse((0.40, 0.0), (0.50, 0.0)) == "not supported"
-    assert sm.verdict_relative_gain(0.3, 0.25) == "supported" and sm.verdict_relative_gain(0.1, 0.25) == "not supported"
+    assert sm.verdict_relative_gain((0.13, 0.005), (0.10, 0.005), 0.25) == "supported"
+    assert sm.verdict_relative_gain((0.11, 0.005), (0.10, 0.005), 0.25) == "not supported"   # +10% only
+    assert sm.verdict_relative_gain((0.03, 0.014), (0.015, 0.007), 0.25) == "inconclusive"   # +100%, within noise
+    assert sm.verdict_relative_gain((0.03, 0.0), (0.0, 0.0), 0.25) == "no data"
 
 
 def test_mean_sd_skips_missing_seeds():

@@ -127,29 +127,31 @@ def theory_run(config: dict, device=None) -> dict:
     return {"lemmas": lemmas, "factorisations": factorisations}
 
 
-def _images(name: str, size: int | None, seed: int = 0) -> np.ndarray:
-    images, labels = data.load(name, "train")
-    images, _ = data.subset(images, labels, size, seed=seed)
-    return images.numpy()
+def _balanced(images: torch.Tensor, labels: torch.Tensor, size: int | None, seed: int) -> np.ndarray:
+    """A class-balanced subset as a NumPy array. Never slice ``[:n]`` instead: the data (and every subset) are in
+    dataset order, which for the CIFAR-10 JPEG mirror is sorted by class, so a prefix holds only the first classes."""
+    return data.subset(images, labels, size, seed=seed)[0].numpy()
 
 
 def statistics_run(config: dict, device=None) -> dict:
     """Fig 1 / App. C.1 for one dataset: std of DFT'd normalised images, |Σ̂| vs distance, power-law fit, JPEG effect."""
-    images = _images(config["dataset"], config["variance_images"], config["seed"])
+    all_images, all_labels = data.load(config["dataset"], "train")
+    images = _balanced(all_images, all_labels, config["variance_images"], config["seed"])
     tau = linear_theory.frequency_variance(images)
     fit_result = linear_theory.fit_power_law(tau)
     law = linear_theory.power_law(tau.shape[-2:], fit_result["alpha"], fit_result["beta"], fit_result["gamma"])
     radii, tau_radial = sensitivity.radial_profile(tau)
     law_for_radial = np.where(np.isnan(law), tau.mean(0), law)
     _, law_radial = sensitivity.radial_profile(law_for_radial)
-    cov_images = images[:config["covariance_images"]]
+    cov_images = _balanced(all_images, all_labels, config["covariance_images"], config["seed"])
     sigma_hat = linear_theory.frequency_covariance(cov_images)
     r_plain, cov_plain = linear_theory.covariance_by_distance(sigma_hat, tau.shape, modular=False)
     r_mod, cov_mod = linear_theory.covariance_by_distance(sigma_hat, tau.shape, modular=True)
     dominance = linear_theory.diagonal_dominance(sigma_hat).reshape(tau.shape)
     del sigma_hat
-    jpeg = linear_theory.jpeg_roundtrip(images[:config["jpeg_images"]], config["jpeg_quality"])
-    subset_tau = linear_theory.frequency_variance(images[:config["jpeg_images"]])
+    jpeg_images = _balanced(all_images, all_labels, config["jpeg_images"], config["seed"])
+    jpeg = linear_theory.jpeg_roundtrip(jpeg_images, config["jpeg_quality"])
+    subset_tau = linear_theory.frequency_variance(jpeg_images)
     jpeg_ratio = linear_theory.frequency_variance(jpeg) / subset_tau
     _, jpeg_radial = sensitivity.radial_profile(jpeg_ratio)
     return {"std": np.sqrt(tau).astype(np.float32), "tau": tau.astype(np.float32), "power_law": fit_result,
@@ -221,7 +223,7 @@ def train_run(config: dict, device) -> dict:
                                schedule="cosine", warmup_fraction=config["warmup_fraction"])
     outcome = fit(model, (x_train, y_train), (x_test, y_test), config=train_config, seed=config["seed"],
                   device=device, progress=False, description=f"{config['model']}")
-    images = x_test[:config["sensitivity_images"]]
+    images, _ = data.subset(x_test, y_test, config["sensitivity_images"], seed=1)  # balanced, not a class-sorted prefix
     sens = sensitivity.frequency_sensitivity(model, images, device=device)
     radii, radial = sensitivity.radial_profile(sens)
     try:
@@ -315,25 +317,34 @@ def trend(results: list[dict], key: str, metric: str = "moment1") -> float:
     return float(spearmanr(xs, ys).statistic)
 
 
-def hypothesis_verdict(rho: float, threshold: float = 0.7) -> str:
-    """Moments should fall as depth/decay grows: ρ ≤ −threshold supports, ρ ≥ +threshold contradicts.
+def trends(results: list[dict], key: str) -> tuple[float, float]:
+    """Spearman ρ of the first and of the second moment against ``config[key]`` (Figs 3b, 4b, 5b show both)."""
+    return trend(results, key, "moment1"), trend(results, key, "moment2")
+
+
+def _direction(rhos, threshold: float) -> str:
+    rhos = np.atleast_1d(np.asarray(rhos, dtype=float))
+    if not np.all(np.isfinite(rhos)):
+        return "too few settings"
+    return "fall" if np.all(rhos <= -threshold) else "rise" if np.all(rhos >= threshold) else "neither"
+
+
+def hypothesis_verdict(rhos, threshold: float = 0.7) -> str:
+    """Moments should fall as depth/decay grows: every ρ (first and second moment) ≤ −threshold supports, every
+    ρ ≥ +threshold contradicts.
 
     0.7 asks for a roughly monotone trend: with 3 settings only a strictly monotone one passes, with 4 at most one swap.
     """
-    if not np.isfinite(rho):
-        return "too few settings"
-    if rho <= -threshold:
-        return "supported (moments fall)"
-    if rho >= threshold:
-        return "contradicted (moments rise)"
-    return "inconclusive (no monotone trend)"
+    return {"fall": "supported (moments fall)", "rise": "contradicted (moments rise)",
+            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold), "too few settings")
 
 
-def residual_verdict(rho: float, threshold: float = 0.7) -> str:
-    """The paper says hypothesis I can fail with skip connections: not clearly decreasing reproduces that failure."""
-    if not np.isfinite(rho):
-        return "too few settings"
-    return "failure reproduced (no clear fall)" if rho > -threshold else "not reproduced (moments fall)"
+def residual_verdict(rhos, threshold: float = 0.7) -> str:
+    """The paper says hypothesis I can fail with skip connections. The same rule as :func:`hypothesis_verdict`, read
+    the other way round: moments that clearly rise reproduce the failure, moments that clearly fall do not, and no
+    monotone trend is inconclusive (with few depths, noise alone gives that)."""
+    return {"fall": "not reproduced (moments fall)", "rise": "failure reproduced (moments rise)",
+            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold), "too few settings")
 
 
 def accuracy_verdict(ours: float, paper: float, tolerance: float = 0.03) -> str:
@@ -589,7 +600,8 @@ def _moment_summary(results: list[dict], key: str) -> str:
     ends = [list(groups)[0], list(groups)[-1]]
     parts = [f"{setting_label(groups[v][0], key)}: {format_mean_sd([r['moment1'] for r in groups[v]], '.2f')}"
              for v in ends]
-    return f"ρ = {trend(results, key):+.2f}; moment₁ " + " → ".join(parts)
+    rho1, rho2 = trends(results, key)
+    return f"ρ₁ = {rho1:+.2f}, ρ₂ = {rho2:+.2f}; moment₁ " + " → ".join(parts)
 
 
 def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, list[dict]]) -> list[dict]:
@@ -625,11 +637,11 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
             hypothesis = "I" if key == "depth" else "II"
             rows.append({"claim": f"hypothesis {hypothesis}: {label} ↑ ⇒ moments ↓", "paper": "roughly decreasing",
                          "ours": _moment_summary(sections[section], key),
-                         "verdict": hypothesis_verdict(trend(sections[section], key))})
+                         "verdict": hypothesis_verdict(trends(sections[section], key))})
     if sections.get("residual"):
         rows.append({"claim": "ResNets: hypothesis I can fail with skips (Fig 6)", "paper": "fails",
                      "ours": _moment_summary(sections["residual"], "depth"),
-                     "verdict": residual_verdict(trend(sections["residual"], "depth"))})
+                     "verdict": residual_verdict(trends(sections["residual"], "depth"))})
     if sections.get("depth"):
         depth = sections["depth"]
         depths = sorted(by_setting(depth, "depth"))

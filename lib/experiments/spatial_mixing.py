@@ -52,8 +52,9 @@ SETTINGS = {
     # quick: everything shrunk to run in minutes on a 2-core CPU. CIFAR-10 subsets of 2,560 training images (2
     # epochs, batch 32 for the ResNets; 3 epochs, batch 64 for the ConvMixers); ResNets on images average-pooled to
     # 16×16 with base width 8 and depths 1-2; ConvMixers of width 32 with 2×2 patches (16×16 tokens; kernel 8 kept
-    # so that the DCT smoothing indices 0/15/28 keep their meaning); un-shuffling with a width-16, depth-2, kernel-5
-    # ConvMixer on 2,000 images pooled to half size (3 epochs). 2 seeds for the headline numbers (1 for the
+    # so that the DCT smoothing indices 0/15/28 keep their meaning); un-shuffling with a width-32, depth-4, kernel-5
+    # ConvMixer on 5,000 images pooled to half size (5 epochs): its receptive field (17 pixels) must span the 14×14 or
+    # 16×16 image, since a permuted pixel may have to travel anywhere; a depth-2 one (9 pixels) cannot un-shuffle. 2 seeds for the headline numbers (1 for the
     # Same/Box/Identity banks).
     "quick": {
         "resnet": {"dataset": "cifar10", "image_size": 16, "train_size": 2560, "test_size": 500, "width": 8,
@@ -67,10 +68,10 @@ SETTINGS = {
                       "train": {"epochs": 3, "batch_size": 64, "optimizer": "adamw", "lr": 5e-3,
                                 "weight_decay": 1e-2, "schedule": "onecycle", "warmup_fraction": 0.2,
                                 "channels_last": True}},
-        "unshuffle": {"datasets": ["fashion_mnist", "cifar10"], "image_scale": 2, "train_size": 2000,
-                      "test_size": 100, "dim": 16, "depth": 2, "kernel_size": 5, "variants": ["Full", "Chans", "Space"],
-                      "seeds": [0], "sweep": {"depth": [1, 2], "dim": [8, 16], "kernel_size": [3, 5]}, "samples": 6,
-                      "train": {"epochs": 3, "batch_size": 64, "optimizer": "adamw", "lr": 1e-2,
+        "unshuffle": {"datasets": ["fashion_mnist", "cifar10"], "image_scale": 2, "train_size": 5000,
+                      "test_size": 100, "dim": 32, "depth": 4, "kernel_size": 5, "variants": ["Full", "Chans", "Space"],
+                      "seeds": [0], "sweep": {"depth": [2, 4], "dim": [16, 32], "kernel_size": [3, 5]}, "samples": 6,
+                      "train": {"epochs": 5, "batch_size": 64, "optimizer": "adamw", "lr": 1e-2,
                                 "weight_decay": 0.0, "schedule": "onecycle", "warmup_fraction": 0.2,
                                 "loss": "mse", "channels_last": True}},
     },
@@ -430,10 +431,15 @@ def verdict_psnr_close(full: float, chans: float, reference: float, tolerance_db
     return "supported" if full - chans <= tolerance_db else "not supported"
 
 
-def verdict_relative_gain(gain: float, threshold: float) -> str:
-    if math.isnan(gain):
+def verdict_relative_gain(smoothed: tuple, base: tuple, threshold: float) -> str:
+    """``smoothed`` beats ``base`` by a relative gain above ``threshold``; a gain that the seeds' spread (2 pooled sd)
+    could explain is 'inconclusive', since at small attack sets one image is already a large relative change."""
+    if math.isnan(smoothed[0]) or math.isnan(base[0]) or base[0] <= 0:
         return "no data"
-    return "supported" if gain > threshold else "not supported"
+    gain = (smoothed[0] - base[0]) / base[0]
+    if gain <= threshold:
+        return "not supported"
+    return "supported" if verdict_greater(smoothed, base) == "supported" else "inconclusive"
 
 
 def _fmt(x: tuple, scale: float = 100, unit: str = "%") -> str:
@@ -498,7 +504,7 @@ def claims(results: list[dict], profile: str) -> list[dict]:
                  "paper": "'relative performance increase of over 25%' (Fig 9 / workshop Fig 14)",
                  "ours": f"index 0: {_fmt(base_rob)}; best index {index}: {_fmt(best_rob)}; relative gain "
                          f"{100 * gain:+.0f}%",
-                 "verdict": verdict_relative_gain(gain, 0.25)})
+                 "verdict": verdict_relative_gain(best_rob, base_rob, 0.25)})
     rows.append({"claim": "Smoothing does not hurt clean accuracy",
                  "paper": "'while not hurting performance on clean data at all'",
                  "ours": f"index 0: {_fmt(base_clean)}; index {index}: {_fmt(best_clean)}",
@@ -844,7 +850,8 @@ def unshuffle_figure(results: list[dict], profile: str):
                        label="mean image" if i == 0 else None)
     axes[0].set_xticks(range(len(datasets)), datasets)
     axes[0].set(ylabel="test PSNR (dB)", title="base model")
-    axes[0].legend(loc="lower right", fontsize=7)
+    # below the axes: inside, the legend hides the bars (all variants sit between the mean image and ~20 dB)
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=7)
     for ax, (field, values) in zip(axes[1:], u["sweep"].items()):
         for label in ("Full", "Chans"):
             points = []
