@@ -305,11 +305,14 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
         rows.append({"claim": claim, "paper": paper, "ours": ours, "unofficial reproduction": reference,
                      "verdict": v + (note if v != "not run" else "")})
 
-    # 1. theory: the side lobes of a 3-tap truncation against a 7-tap Hamming taper (exact numbers, no seeds)
-    rect3, ham7 = peak_sidelobe_db(window("rect", 3)), peak_sidelobe_db(window("hamming", large_k))
-    rows.append({"claim": "truncating to a few taps leaks (peak side lobe)", "paper": "small kernels leak",
-                 "ours": f"rect 3: {rect3:.1f} dB; Hamming {large_k}: {ham7:.1f} dB", "unofficial reproduction": "—",
-                 "verdict": "supported" if rect3 > ham7 + 6 else "contradicted"})
+    # 1. theory: plain truncation against a Hamming taper of the same length (exact numbers, no seeds: a check of
+    # the computation, not an experiment)
+    rect_k, ham_k = peak_sidelobe_db(window("rect", large_k)), peak_sidelobe_db(window("hamming", large_k))
+    rows.append({"claim": f"truncating to {large_k} taps leaks more than a Hamming taper (peak side lobe)",
+                 "paper": "small kernels leak; Hamming alleviates it",
+                 "ours": f"rect {large_k}: {rect_k:.1f} dB; Hamming {large_k}: {ham_k:.1f} dB "
+                         f"(rect 3: {peak_sidelobe_db(window('rect', 3)):.1f} dB)", "unofficial reproduction": "—",
+                 "verdict": "holds (exact computation)" if rect_k > ham_k + 6 else "fails (exact computation)"})
     datasets = sorted({r["config"]["dataset"] for r in results}, key=["fashion_mnist", "cifar10", "cifar100"].index)
     base = {"kernel_size": 3, "window": None, "matched": False}
     big_h = {"kernel_size": large_k, "window": LEAKAGE_WINDOW, "matched": False}
@@ -319,9 +322,15 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
         sel = lambda spec: {"dataset": ds, **spec}
         oob = lambda r: r["leakage"]["mean_out_of_band"]
         acc = lambda r: r["accuracy"]
-        d = paired(results, oob, sel(base), sel(big_h))
-        row(f"{name}: learned 3×3 kernels leak more than {large_k}×{large_k}+Hamming (out-of-band energy)",
-            "small kernels leak", f"3×3 − {large_k}×{large_k}H: " + fmt(*mean_sd(d), unit=" pp"), d)
+        # what training adds: the window alone lowers the out-of-band energy of random kernels, so comparing trained
+        # values would credit learning with the window's effect at initialisation
+        learned = lambda r: r["leakage"]["mean_out_of_band"] - r["leakage_at_init"]["mean_out_of_band"]
+        d_trained = paired(results, oob, sel(base), sel(big_h))
+        d = paired(results, learned, sel(base), sel(big_h))
+        row(f"{name}: training makes 3×3 kernels leak more than {large_k}×{large_k}+Hamming (change of out-of-band "
+            "energy from initialisation)", "small kernels leak",
+            f"3×3 − {large_k}×{large_k}H, change: " + fmt(*mean_sd(d), unit=" pp") + "; trained values: "
+            + fmt(*mean_sd(d_trained), unit=" pp"), d)
         ref = (lambda a, b: f"{(UNOFFICIAL_CIFAR10[a] - UNOFFICIAL_CIFAR10[b]) * 100:+.1f} pp") if ds == "cifar10" \
             else (lambda a, b: "—")
         d = paired(results, acc, sel(big_h), sel(base))
@@ -334,8 +343,11 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
             reference=ref(f"{large_k}×{large_k} + hamming", f"{large_k}×{large_k}"))
         matched_h = {"kernel_size": large_k, "window": LEAKAGE_WINDOW, "matched": True}
         d = paired(results, acc, sel(matched_h), sel(base))
+        counts = [group(results, **sel(spec))[:1] for spec in (matched_h, base)]
+        ratio = (f" (parameters {counts[0][0]['parameters'] / counts[1][0]['parameters']:.2f}× the 3×3's: the "
+                 "nearest whole width)") if all(counts) else ""
         row(f"{name}: {large_k}×{large_k}+Hamming at 3×3's parameter count beats 3×3", "(not in the abstract)",
-            f"{large_k}×{large_k}H matched − 3×3: " + fmt(*mean_sd(d), unit=" pp"), d)
+            f"{large_k}×{large_k}H matched − 3×3: " + fmt(*mean_sd(d), unit=" pp") + ratio, d)
         for attack, title in (("fgsm", "FGSM"), ("pgd", "PGD"), ("transfer", "transfer (black-box FGSM)")):
             attacked = group(results, **sel(big_h))
             if not attacked or "attacks" not in attacked[0]:
@@ -343,9 +355,15 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
             eps_index = len(attacked[0]["attacks"]["epsilons"]) // 2
             eps = attacked[0]["attacks"]["epsilons"][eps_index]
             under = lambda r, a=attack, i=eps_index: r["attacks"][a][i]
-            d = paired(results, under, sel(big_h), sel(base))
-            row(f"{name}: {large_k}×{large_k}+Hamming more robust than 3×3, {title} ε={eps:.3g}",
-                "more robust to certain attacks", "Δ accuracy: " + fmt(*mean_sd(d), unit=" pp"), d)
+            # judged on the accuracy *lost* to the attack: a model that is only more accurate to begin with also
+            # scores higher under attack without being any more robust
+            drop = lambda r, a=attack, i=eps_index: r["attacks"]["clean"] - r["attacks"][a][i]
+            d_under = paired(results, under, sel(big_h), sel(base))
+            d = paired(results, drop, sel(base), sel(big_h))
+            row(f"{name}: {large_k}×{large_k}+Hamming more robust than 3×3, {title} ε={eps:.3g} (smaller accuracy "
+                "drop)", "more robust to certain attacks",
+                "3×3 drop − H drop: " + fmt(*mean_sd(d), unit=" pp") + "; Δ accuracy under attack: "
+                + fmt(*mean_sd(d_under), unit=" pp"), d)
     for name in ("CIFAR-100", "ImageNet"):
         if name == "CIFAR-100" and "cifar100" in datasets:
             continue
