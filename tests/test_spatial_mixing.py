@@ -277,6 +277,22 @@ def test_claims_table_and_figures_without_results_say_no_data():
         plt.close(make_figure(empty, "quick"))
 
 
+def test_claims_never_mix_classification_and_unshuffling_runs():
+    """An un-shuffling ConvMixer of the same width, depth and mixing as a classifier must not be read as one."""
+    c = sm.SETTINGS["quick"]["convmixer"]
+    classifier = next(r for r in sm.runs("quick", section="convmixer") if r.config["mixing"] == "chans"
+                      and r.config["depth"] == c["headline_depth"] and r.config["seed"] == 0)
+    unshuffler = next(r for r in sm.runs("quick", section="unshuffle") if r.config["mixing"] == "chans"
+                      and r.config["depth"] == c["headline_depth"] and r.config["dim"] == c["dim"])
+    results = [{"config": classifier.config, "accuracy": 0.5, "train_time_s": 1.0,
+                "time_per_trainable_parameter_us": 1.0, "fgsm_accuracy": [0.5, 0.1]},
+               {"config": unshuffler.config, "psnr": 15.0, "mean_image_psnr": 13.0}]
+    rows = {row["claim"]: row for row in sm.claims(results, "quick")}
+    assert "Chans 50.0 ± 0.0%" in rows["ConvMixer: Chans ≈ Full ≫ Space (accuracy)"]["ours"]
+    assert sm.select(results, **sm.convmixer_selector("chans", c["headline_depth"], "quick")) == results[:1]
+    assert sm.select(results, **{**sm.unshuffle_base("quick"), "depth": c["headline_depth"]}) == results[1:]
+
+
 def test_runs_and_settings():
     for profile in ("quick", "paper"):
         all_runs = sm.runs(profile)

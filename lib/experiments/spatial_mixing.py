@@ -453,8 +453,7 @@ def claims(results: list[dict], profile: str) -> list[dict]:
     rd, cd = r["headline_depth"], c["headline_depth"]
     acc = lambda sel: mean_sd(x["accuracy"] for x in select(results, **sel))
     res = {label: acc(resnet_selector(label, rd)) for label in RESNET_VARIANTS}
-    cm = {label: acc({"mixing": m, "depth": cd, "dim": c["dim"], "smoothing_keep": None})
-          for label, m in CONVMIXER_VARIANTS.items()}
+    cm = {label: acc(convmixer_selector(m, cd, profile)) for label, m in CONVMIXER_VARIANTS.items()}
     rows = []
     rows.append({"claim": "ResNet: Chans ≈ Full ≫ Space (accuracy)",
                  "paper": "Chans 'barely' below Full; Space 'significantly worse' (Figs 2/3)",
@@ -473,8 +472,8 @@ def claims(results: list[dict], profile: str) -> list[dict]:
                          f"{t_space[1]:.1f} µs",
                  "verdict": verdict_greater(t_space, t_chans)})
     time = lambda sel: mean_sd(x["train_time_s"] for x in select(results, **sel))
-    t_full_cm = time({"mixing": "full", "depth": cd, "dim": c["dim"], "smoothing_keep": None})
-    t_chans_cm = time({"mixing": "chans", "depth": cd, "dim": c["dim"], "smoothing_keep": None})
+    t_full_cm = time(convmixer_selector("full", cd, profile))
+    t_chans_cm = time(convmixer_selector("chans", cd, profile))
     rows.append({"claim": "ConvMixer: Chans trains faster than Full",
                  "paper": "'significant speedup when not learning the spatial mixing' (Fig 6 / workshop Fig 9)",
                  "ours": f"Full {t_full_cm[0]:.1f} ± {t_full_cm[1]:.1f} s, Chans {t_chans_cm[0]:.1f} ± "
@@ -493,8 +492,7 @@ def claims(results: list[dict], profile: str) -> list[dict]:
                  "ours": f"Full {_fmt(f_full)}, Chans {_fmt(f_chans)}",
                  "verdict": verdict_greater(f_chans, f_full)})
     keeps = [k for k in c["keeps"] if k != c["kernel_size"]]
-    smooth_sel = lambda keep: {"mixing": "chans", "depth": cd, "dim": c["dim"],
-                               "smoothing_keep": None if keep == c["kernel_size"] else keep}
+    smooth_sel = lambda keep: convmixer_selector("chans", cd, profile, keep)
     base_rob, base_clean = last(smooth_sel(c["kernel_size"])), acc(smooth_sel(c["kernel_size"]))
     best_keep = max(keeps, key=lambda k: last(smooth_sel(k))[0]) if keeps else c["kernel_size"]
     best_rob, best_clean = last(smooth_sel(best_keep)), acc(smooth_sel(best_keep))
@@ -511,7 +509,7 @@ def claims(results: list[dict], profile: str) -> list[dict]:
                  "verdict": verdict_not_worse(best_clean, base_clean)})
     u = s["unshuffle"]
     for dataset in u["datasets"]:
-        base = {k: u[k] for k in ("dim", "depth", "kernel_size")}
+        base = unshuffle_base(profile)
         p = {label: mean_sd(x["psnr"] for x in select(results, dataset=dataset, mixing=m, **base))
              for label, m in CONVMIXER_VARIANTS.items()}
         if math.isnan(p["Full"][0]):
@@ -687,7 +685,9 @@ def static_figure(results: list[dict], profile: str):
 
 def convmixer_selector(mixing: str, depth: int, profile: str, keep: int | None = None) -> dict:
     c = SETTINGS[profile]["convmixer"]
-    return {"mixing": mixing, "depth": depth, "dim": c["dim"],
+    # patch_size is a key only classification ConvMixers have: un-shuffling runs of the same width, depth and mixing
+    # must never be picked up here
+    return {"mixing": mixing, "depth": depth, "dim": c["dim"], "patch_size": c["patch_size"],
             "smoothing_keep": None if keep in (None, c["kernel_size"]) else keep}
 
 
@@ -829,7 +829,8 @@ def smoothing_explorer(results: list[dict], profile: str):
 
 def unshuffle_base(profile: str) -> dict:
     u = SETTINGS[profile]["unshuffle"]
-    return {k: u[k] for k in ("dim", "depth", "kernel_size")}
+    # image_scale is a key only un-shuffling runs have (see convmixer_selector)
+    return {k: u[k] for k in ("dim", "depth", "kernel_size", "image_scale")}
 
 
 def unshuffle_figure(results: list[dict], profile: str):
