@@ -288,6 +288,13 @@ def test_runs_and_verdicts():
                                                                                       "decay_myrtle"))
     with pytest.raises(ValueError, match="unknown section"):
         fs.runs("quick", section="nope")
+    # the control repeats the ResNet sweep point for point, without skip connections
+    resnets, plains = fs.runs("quick", section="residual"), fs.runs("quick", section="plain")
+    assert [{**r.config, "model": "plain"} for r in resnets] == [r.config for r in plains]
+    plain = fs.build_model({**plains[0].config, "width": 4})
+    assert not any(block.residual for block in plain.modules() if hasattr(block, "residual"))
+    assert all(block.residual for block in fs.build_model({**resnets[0].config, "width": 4}).modules()
+               if hasattr(block, "residual"))
     assert fs.hypothesis_verdict(-0.9).startswith("supported")
     assert fs.hypothesis_verdict(0.9).startswith("contradicted")
     assert fs.hypothesis_verdict(0.0).startswith("inconclusive")
@@ -349,4 +356,4 @@ def test_paper_profile_configs_run_at_tiny_scale():
         config = {**run.config, **shrink, "depth": min(run.config.get("depth", 1), 8)}
         result = fs.train_run(config, torch.device("cpu"))
         assert result["finite"] and result["sensitivity"].shape == (3, 32, 32)
-    assert seen == {"convactually", "myrtle", "resnet"}
+    assert seen == {"convactually", "myrtle", "resnet", "plain"}

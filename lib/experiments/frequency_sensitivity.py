@@ -10,6 +10,7 @@ Sections (``runs(profile, section)``):
 * ``ridge``: §4.1 ridge and App. A LASSO solved on DFT'd CIFAR-10 against τ/(λ+τ) and |v̂_LS| − λ/τ.
 * ``depth``, ``decay_convactually``, ``decay_myrtle``, ``residual``: one run trains one model and measures its frequency
   sensitivity (``lib.sensitivity``), radial profile and moments (Figs 2–7).
+* ``plain``: our control for Fig 6 — the ``residual`` sweep's networks with their skip connections removed.
 
 Training is bounded: the paper trains with a reduce-on-plateau schedule for up to 500 epochs (App. C.5); the shared
 trainer has no plateau schedule, so we train a fixed number of epochs with SGD + momentum and a cosine schedule with
@@ -31,7 +32,7 @@ from . import Run
 
 CHAPTER = "frequency_sensitivity"
 
-SECTIONS = ("theory", "statistics", "ridge", "depth", "decay_convactually", "decay_myrtle", "residual")
+SECTIONS = ("theory", "statistics", "ridge", "depth", "decay_convactually", "decay_myrtle", "residual", "plain")
 
 SETTINGS = {
     # ≤ 8 min on a 2-core CPU. Models are narrow (ConvActually 8 channels instead of 64, Myrtle base width 8 instead of
@@ -208,9 +209,10 @@ def build_model(config: dict, image_shape=(3, 32, 32)) -> torch.nn.Module:
         return ConvActually(config["depth"], config["width"], in_channels=channels, image_size=size, mean=mean, std=std)
     if kind == "myrtle":
         return MyrtleCNN(config["width"], in_channels=channels, mean=mean, std=std)
-    if kind == "resnet":
-        return ResNetCIFAR(config["depth"], config["width"], in_channels=channels, mean=mean, std=std)
-    raise ValueError(f"unknown model {kind!r}; choose convactually, myrtle or resnet")
+    if kind in ("resnet", "plain"):  # plain: the same network with its skip connections removed (the control)
+        return ResNetCIFAR(config["depth"], config["width"], in_channels=channels, mean=mean, std=std,
+                           residual=kind == "resnet")
+    raise ValueError(f"unknown model {kind!r}; choose convactually, myrtle, resnet or plain")
 
 
 def train_run(config: dict, device) -> dict:
@@ -243,7 +245,7 @@ def train_run(config: dict, device) -> dict:
 def _train_runs(profile: str, section: str) -> list[Run]:
     s = _settings(profile)
     base = {"dataset": "cifar10", **s["train"]}
-    sweep = s[section]
+    sweep = s["residual" if section == "plain" else section]  # the control repeats the ResNet sweep without skips
     runs = []
     for seed in sweep["seeds"]:
         if section == "depth":
@@ -255,7 +257,8 @@ def _train_runs(profile: str, section: str) -> list[Run]:
         elif section == "decay_myrtle":
             grid = [{"model": "myrtle", "width": sweep["width"], "weight_decay": wd} for wd in sweep["decays"]]
         else:
-            grid = [{"model": "resnet", "depth": d, "width": sweep["width"], "weight_decay": sweep["weight_decay"]}
+            model = "resnet" if section == "residual" else "plain"
+            grid = [{"model": model, "depth": d, "width": sweep["width"], "weight_decay": sweep["weight_decay"]}
                     for d in sweep["depths"]]
         for point in grid:
             config = {**base, **point, "lr": sweep["lr"], "seed": seed}
@@ -281,7 +284,7 @@ def runs(profile: str, section: str | None = None) -> list[Run]:
             out.append(Run(CHAPTER, f"statistics-{name}", config, statistics_run, "statistics"))
     if section in (None, "ridge"):
         out.append(Run(CHAPTER, "ridge", {"dataset": "cifar10", "seed": 0, **s["ridge"]}, ridge_run, "ridge"))
-    for name in ("depth", "decay_convactually", "decay_myrtle", "residual"):
+    for name in ("depth", "decay_convactually", "decay_myrtle", "residual", "plain"):
         if section in (None, name):
             out += _train_runs(profile, name)
     unique = {}
@@ -642,6 +645,11 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
         rows.append({"claim": "ResNets: hypothesis I can fail with skips (Fig 6)", "paper": "fails",
                      "ours": _moment_summary(sections["residual"], "depth"),
                      "verdict": residual_verdict(trends(sections["residual"], "depth"))})
+    if sections.get("plain"):
+        rows.append({"claim": "control: the same networks without skips follow hypothesis I (ours, not in the paper)",
+                     "paper": "(hypothesis I for CNNs without skips)",
+                     "ours": _moment_summary(sections["plain"], "depth"),
+                     "verdict": hypothesis_verdict(trends(sections["plain"], "depth"))})
     if sections.get("depth"):
         depth = sections["depth"]
         depths = sorted(by_setting(depth, "depth"))
