@@ -66,7 +66,8 @@ def table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".
     """A Markdown table (for ``IPython.display.Markdown``) from a list of dicts."""
     columns = columns or list(rows[0]) if rows else []
     def cell(v):
-        return format(v, floatfmt) if isinstance(v, float) else str(v)
+        # a bare "|" (|B|, |i|^α) would end the cell and shift the rest of the row into the wrong columns
+        return (format(v, floatfmt) if isinstance(v, float) else str(v)).replace("|", "\\|")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -2,7 +2,7 @@ import ipywidgets as w
 import pytest
 
 from lib import widgets
-from lib.plotting import figure, to_png
+from lib.plotting import figure, table, to_png
 
 
 def frames(n):
@@ -49,3 +49,12 @@ def test_grid_explorer_links_every_inner_stack():
     assert {inner.model_id for inner in outer.children} <= targets
     with pytest.raises(ValueError, match="grid"):
         widgets.explorer_grid([frames(2)], ["r0", "r1"], ["c0", "c1"])
+
+
+def test_markdown_table_escapes_pipes_inside_cells():
+    """Claims like "|B|_{2/L}" or "γ/(|i|^α+|j|^β)" must stay in one cell: every row keeps the header's column count."""
+    markdown = table([{"claim": "power law τ ≈ γ/(|i|^α+|j|^β)", "ours": 0.25}], ["claim", "ours"])
+    header, rule, row = markdown.splitlines()
+    unescaped = lambda line: line.replace("\\|", "").count("|")
+    assert unescaped(row) == unescaped(header) == 3
+    assert "γ/(\\|i\\|^α+\\|j\\|^β)" in row and "0.25" in row
