@@ -54,8 +54,8 @@ SETTINGS = {
     # 16×16 with base width 8 and depths 1-2; ConvMixers of width 32 with 2×2 patches (16×16 tokens; kernel 8 kept
     # so that the DCT smoothing indices 0/15/28 keep their meaning); un-shuffling with a width-32, depth-4, kernel-5
     # ConvMixer on 5,000 images pooled to half size (5 epochs): its receptive field (17 pixels) must span the 14×14 or
-    # 16×16 image, since a permuted pixel may have to travel anywhere; a depth-2 one (9 pixels) cannot un-shuffle. 2 seeds for the headline numbers (1 for the
-    # Same/Box/Identity banks).
+    # 16×16 image, since a permuted pixel may have to travel anywhere; a depth-2 one (9 pixels) cannot un-shuffle.
+    # 2 seeds for the headline numbers (1 for the Same/Box/Identity banks).
     "quick": {
         "resnet": {"dataset": "cifar10", "image_size": 16, "train_size": 2560, "test_size": 500, "width": 8,
                    "depths": [1, 2], "headline_depth": 1, "seeds": [0, 1], "static_seeds": [0], "attack_size": 100,
