@@ -2,7 +2,9 @@
 
 Every chapter ends with a table — the paper's claim, our measurement (mean ± sd over seeds) and a verdict. The
 verdict is computed here from the per-seed values, never typed in: "supported", "contradicted", "inconclusive"
-(within the noise of the seeds) or "not run".
+(within the noise of the seeds) or "not run". At the quick profile the numbers only prove that the code runs, so
+:func:`judged` replaces every statistical verdict by :data:`QUICK_VERDICT`; exact computations (identities checked to
+round-off, rows marked ``"exact": True``) keep theirs at every scale.
 """
 
 from __future__ import annotations
@@ -10,6 +12,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+QUICK_VERDICT = "not judged (quick scale)"
+
+
+def judged(rows: list[dict], profile: str) -> list[dict]:
+    """Claims rows as a chapter shows them at ``profile``: quick-profile statistical verdicts are withheld."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        exact = row.pop("exact", False)
+        if profile == "quick" and not exact and "verdict" in row:
+            row["verdict"] = QUICK_VERDICT
+        out.append(row)
+    return out
+
 
 def mean_sd(values) -> tuple[float, float, int]:
     """Mean, sample standard deviation (0 for a single value) and count."""

@@ -3,7 +3,9 @@
 ``load(name, split)`` returns ``(images, labels)``: uint8 images N×C×H×W and int64 labels, as CPU tensors. Sources are
 tried in order: the ``DATA_DIR`` folder (official torchvision layouts, the CIFAR-10 JPEG mirror archive, idx files),
 then a torchvision download unless ``BOOK_OFFLINE=1``. Decoded arrays are cached in ``lib.paths.cache_dir()`` so that
-``DATA_DIR`` may be read-only. ``source_of(name)`` says which source was used; it goes into every result's provenance.
+``DATA_DIR`` may be read-only. ``source_of(name)`` says which source was used and ``fingerprint(name)`` identifies
+the exact bytes (a content hash); both go into every result's provenance. A damaged file raises one
+``DatasetCorruptError`` naming the file, the damage, the known checksum and the fix.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
+import re
 import socket
 import sys
 import tarfile
+import time
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +43,71 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 class DatasetMissingError(FileNotFoundError):
     """No local copy of a dataset and no way to download it."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but cannot be decoded (truncated, damaged, or not what its name says)."""
+
+
+# The files in ../shared/datasets (also listed in data/README.md): (size in bytes, sha256), keyed by the path relative
+# to that folder. Only used to tell a damaged copy from a good one in error messages, never to refuse a file: another
+# valid copy (e.g. Zalando's own .gz files, which torchvision downloads) has other bytes.
+_KNOWN_FILES = {
+    "cifar10-jpeg.tar.gz": (19_641_893, "00a78acaf3d7c27307ba029958650e48cba76f3704c03e4cd1dd6bf77963ed47"),
+    "fashion-mnist/train-images-idx3-ubyte.gz":
+        (26_421_856, "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
+    "fashion-mnist/train-labels-idx1-ubyte.gz":
+        (29_491, "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
+    "fashion-mnist/t10k-images-idx3-ubyte.gz":
+        (4_422_079, "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
+    "fashion-mnist/t10k-labels-idx1-ubyte.gz":
+        (5_125, "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
+}
+_SHA256_MEMO: dict[tuple, str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime, ctime, inode): a replaced or rewritten file is hashed again
+    (ctime changes on any write, even one that restores the mtime), an unchanged one costs one stat (hashing the
+    20 MB archive takes ~50 ms, too much to repeat on every load)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _SHA256_MEMO:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA256_MEMO[key] = digest.hexdigest()
+    return _SHA256_MEMO[key]
+
+
+def _known_file(path: Path) -> tuple[str, int, str] | None:
+    """(name in ../shared/datasets, size, sha256) of the known good copy of ``path``, matched by its name."""
+    for key in (f"{path.parent.name}/{path.name}", path.name):
+        if key in _KNOWN_FILES:
+            return (key, *_KNOWN_FILES[key])
+    return None
+
+
+def _corrupt(path: Path, problem: str, member: str | None = None, fix: str | None = None) -> DatasetCorruptError:
+    """The one error for a damaged file: which file (and archive member), what is wrong, its size and sha256 next to
+    the known good copy's, and how to fix it."""
+    where = f"member {member} of {path}" if member else str(path)
+    try:
+        measured = f"This file has {path.stat().st_size:,} bytes, sha256 {_file_sha256(path)}"
+    except OSError:
+        measured = "This file cannot be read"
+    known = _known_file(path)
+    if known:
+        key, size, sha256 = known
+        measured += f"; the known good file has {size:,} bytes, sha256 {sha256}"
+        copy = f"copy it again from ../shared/datasets/{key} (checksums in data/README.md)"
+    else:
+        measured += " (no known checksum for this file name)"
+        copy = "copy it again from where it came from"
+    fix = fix or (f"{copy}, or delete it so that the official files are downloaded again (needs network and "
+                  f"BOOK_OFFLINE unset)")
+    return DatasetCorruptError(f"corrupt dataset file {where}: {problem}. {measured}. Fix: {fix}.")
 
 
 @dataclass(frozen=True)
@@ -150,31 +221,60 @@ def source_of(name: str) -> str:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except gzip.BadGzipFile as error:  # also a failed CRC check
+        raise _corrupt(path, f"not a valid gzip file ({error})") from None
+    except (EOFError, zlib.error) as error:
+        raise _corrupt(path, f"the gzip stream is cut short or damaged ({error})") from None
+    # the header is 00 00 08 <ndim> then ndim big-endian sizes; check it before trusting it for a reshape
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 4:
+        raise _corrupt(path, f"no idx header (expected bytes 00 00 08 0N, found {raw[:4].hex(' ') or 'nothing'})")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise _corrupt(path, "the idx header is cut short")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+    expected = math.prod(shape)  # Python ints: a garbage header cannot overflow
+    if len(raw) - offset != expected:
+        raise _corrupt(path, f"the idx header promises {'×'.join(map(str, shape))} = {expected:,} bytes of data but "
+                             f"the file holds {len(raw) - offset:,}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
 
 
 def _decode_idx(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_path, labels_path = _idx_pair(source.path, split)
-    return _read_idx(images_path)[:, None, :, :], _read_idx(labels_path).astype(np.int64)
+    images, labels = _read_idx(images_path), _read_idx(labels_path)
+    if images.ndim != 3:
+        raise _corrupt(images_path, f"an idx array of {images.ndim} dimensions where images need 3 (N×H×W)")
+    if labels.shape != (len(images),):
+        raise _corrupt(labels_path, f"{labels.size:,} labels (shape {labels.shape}) for the {len(images):,} images "
+                                    f"of {images_path.name}")
+    return images[:, None, :, :], labels.astype(np.int64)
+
+
+def _pickle_files(source: Source, split: str) -> list[str]:
+    if source.path.name == "cifar-10-batches-py":
+        return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    return [split]
 
 
 def _decode_pickles(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if source.path.name == "cifar-10-batches-py":
-        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        key = b"labels"
-    else:
-        files = [split]
-        key = b"fine_labels"
+    key = b"labels" if source.path.name == "cifar-10-batches-py" else b"fine_labels"
     images, labels = [], []
-    for file in files:
-        with open(source.path / file, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[key], dtype=np.int64))
+    for file in _pickle_files(source, split):
+        path = source.path / file
+        try:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="bytes")
+            images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry[key], dtype=np.int64).reshape(-1))
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            # whatever a damaged pickle throws, the reader gets the file name and the fix
+            raise _corrupt(path, f"not a readable CIFAR batch ({type(error).__name__}: {error})") from None
+        if len(images[-1]) != len(labels[-1]):
+            raise _corrupt(path, f"{len(labels[-1]):,} labels for {len(images[-1]):,} images")
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -183,15 +283,26 @@ def _decode_jpeg_mirror(source: Source) -> dict[str, tuple[np.ndarray, np.ndarra
     from PIL import Image
 
     found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
+    # a bad image in the extracted folder is fixed by extracting again, not by fetching that one file
+    folder_fix = ("extract the folder again from ../shared/datasets/cifar10-jpeg.tar.gz, or delete it so that another "
+                  "source (the archive, the official files) is used")
 
-    def add(member_path: str, payload: bytes) -> None:
+    def add(member_path: str, payload: bytes, where: Path, member: str | None) -> None:
         parts = member_path.strip("./").split("/")
         if len(parts) < 3 or parts[-3] not in found or not parts[-1].lower().endswith(".jpg"):
             return
+        fix = None if member else folder_fix
         split, cls = parts[-3], parts[-2]
         if cls not in CIFAR10_CLASSES:
-            raise ValueError(f"unexpected class folder {cls!r} in {source.path}")
-        pixels = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"), dtype=np.uint8)
+            raise _corrupt(where, f"unexpected class folder {cls!r} (not a CIFAR-10 class)", member, fix)
+        try:
+            with Image.open(io.BytesIO(payload)) as image:
+                pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError, "image file is truncated"
+            raise _corrupt(where, f"not a decodable JPEG ({error})", member, fix) from None
+        if pixels.shape != (32, 32, 3):
+            raise _corrupt(where, f"a {pixels.shape[1]}×{pixels.shape[0]} image where CIFAR-10 images are 32×32",
+                           member, fix)
         found[split].append((CIFAR10_CLASSES.index(cls), parts[-1], pixels))
 
     from tqdm import tqdm
@@ -199,17 +310,15 @@ def _decode_jpeg_mirror(source: Source) -> dict[str, tuple[np.ndarray, np.ndarra
     # ~20 s for the 60,000 images, once: later loads read the cached arrays
     progress = tqdm(desc=f"decoding {source.path.name}", unit=" images", file=sys.stderr, mininterval=2,
                     leave=False)
-    if source.kind == "jpeg-mirror-archive":
-        with tarfile.open(source.path, "r:*") as archive:
-            for member in archive:
-                if member.isfile():
-                    add(member.name, archive.extractfile(member).read())
-                    progress.update()
-    else:
-        for file in sorted(source.path.glob("*/*/*.jpg")):
-            add(str(file.relative_to(source.path)), file.read_bytes())
-            progress.update()
-    progress.close()
+    try:
+        if source.kind == "jpeg-mirror-archive":
+            _read_archive(source.path, add, progress)
+        else:
+            for file in sorted(source.path.glob("*/*/*.jpg")):
+                add(str(file.relative_to(source.path)), file.read_bytes(), file, None)
+                progress.update()
+    finally:
+        progress.close()
     out = {}
     for split, items in found.items():
         if not items:
@@ -220,20 +329,133 @@ def _decode_jpeg_mirror(source: Source) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
+def _read_archive(path: Path, add, progress) -> None:
+    """Feed every member of the tar archive to ``add``; any damage to the archive itself becomes one clear error."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if member.isfile():
+                    add(member.name, archive.extractfile(member).read(), path, member.name)
+                    progress.update()
+            # tar stops at its end-of-archive block without reading the gzip trailer: read to the end so that a
+            # file cut just before its end, or with a flipped bit, fails the CRC/length check instead of passing
+            while archive.fileobj.read(1 << 20):
+                pass
+    except (FileNotFoundError, PermissionError):
+        raise
+    except EOFError as error:
+        raise _corrupt(path, f"the archive ends early, a truncated copy ({error})") from None
+    except tarfile.ReadError as error:
+        problem = ("the file is empty" if path.stat().st_size == 0 else
+                   f"not a readable (gzip-compressed) tar archive ({' '.join(str(error).split())})")
+        raise _corrupt(path, problem) from None
+    except (tarfile.TarError, zlib.error, OSError) as error:  # OSError: gzip.BadGzipFile, e.g. a failed CRC check
+        raise _corrupt(path, f"the compressed data is damaged ({error})") from None
+
+
+def _source_files(source: Source) -> list[Path]:
+    """The files whose bytes ``load`` decodes from ``source`` (both splits), in a fixed order."""
+    if source.kind == "idx":
+        return [file for split in SPLITS for file in _idx_pair(source.path, split)]
+    if source.kind == "pickles":
+        return [source.path / file for split in SPLITS for file in _pickle_files(source, split)]
+    if source.kind == "jpeg-mirror-folder":
+        return sorted(source.path.glob("*/*/*.jpg"))
+    return [source.path]
+
+
+def _content_sha256(source: Source) -> str:
+    files = _source_files(source)
+    if files == [source.path]:
+        return _file_sha256(source.path)  # one file: its plain sha256, the one sha256sum and data/README.md show
+    digest = hashlib.sha256()
+    for file in files:
+        # names go in too: the same bytes in another role (train vs test) are other data
+        digest.update(f"{file.relative_to(source.path).as_posix()}\0{_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(name: str) -> str:
+    """Short stable identifier of the exact bytes ``load(name, ...)`` decodes, for provenance and result validity.
+
+    ``"<source kind>:sha256:<16 hex>"``: ``"jpeg-mirror-archive:sha256:00a78acaf3d7c273"`` (the first 16 hex of the
+    archive's own sha256, as ``sha256sum`` prints it), ``"idx:sha256:…"`` over the four idx files,
+    ``"pickles:sha256:…"`` over the batch files, ``"jpeg-mirror-folder:sha256:…"`` over the images. Equal for
+    identical files wherever they lie, different as soon as one byte differs. File hashes are memoised per process by
+    (path, size, mtime, ctime, inode): repeated calls cost a few stats, a replaced file is hashed again. Resolves the
+    source like ``load`` (so it may download, and raises ``DatasetMissingError`` the same way); the hashes cover both
+    splits, so one fingerprint identifies the dataset whatever split a result used.
+    """
+    _check_name(name)
+    source = _resolve(name)
+    return f"{source.kind}:sha256:{_content_sha256(source)[:16]}"
+
+
 def _cache_paths(name: str, source: Source, split: str) -> tuple[Path, Path]:
-    # the stamp changes when the archive is replaced, so a stale decode is never reused
-    size = source.path.stat().st_size if source.path.is_file() else 0
-    stamp = hashlib.sha1(f"{source.path}|{size}".encode()).hexdigest()[:10]
+    # keyed by content, not by path, size or mtime: an archive replaced by other bytes (even of the same size) gets a
+    # fresh decode, while the same bytes copied elsewhere or touched reuse the decode (20 s and 2×69 MB saved)
+    stamp = _content_sha256(source)[:16]
     folder = paths.cache_dir() / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}-{stamp}-{split}-images.npy", folder / f"{name}-{stamp}-{split}-labels.npy"
 
 
+_TMP_SUFFIX = re.compile(r"\.tmp(\d+)$")
+_ORPHAN_AGE_S = 3600  # np.save of the largest array takes about a second: an hour-old temporary is certainly dead
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows: rely on age alone there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, owned by someone else
+        return True
+    return True
+
+
+def _clean_orphans(folder: Path) -> None:
+    """Delete ``*.tmp<PID>`` files that a killed writer left behind (69 MB each): their PID is gone, or they are old."""
+    now = time.time()
+    for file in folder.glob("*.tmp*"):
+        match = _TMP_SUFFIX.search(file.name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        try:
+            age = now - file.stat().st_mtime
+        except FileNotFoundError:  # its writer has just renamed it into place
+            continue
+        if age > _ORPHAN_AGE_S or (pid != os.getpid() and (pid <= 0 or not _pid_alive(pid))):
+            file.unlink(missing_ok=True)
+
+
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, Ctrl-C: leave no half-written file (a SIGKILL is handled by _clean_orphans)
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_cache(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not (images_path.is_file() and labels_path.is_file()):
+        return None
+    try:
+        images, labels = np.load(images_path), np.load(labels_path)
+        if images.dtype == np.uint8 and images.ndim == 4 and labels.shape == (len(images),):
+            return images, labels
+    except (OSError, ValueError, EOFError):
+        pass
+    # a damaged cache file (edited, disk trouble) is rebuilt from the dataset rather than served or fatal
+    images_path.unlink(missing_ok=True)
+    labels_path.unlink(missing_ok=True)
+    return None
 
 
 @lru_cache(maxsize=8)
@@ -244,12 +466,16 @@ def _load_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if source.kind == "pickles":
         return _decode_pickles(source, split)
     images_path, labels_path = _cache_paths(name, source, split)
-    if not (images_path.is_file() and labels_path.is_file()):
-        for each_split, (images, labels) in _decode_jpeg_mirror(source).items():
-            each_images, each_labels = _cache_paths(name, source, each_split)
-            _save_atomic(each_images, images)
-            _save_atomic(each_labels, labels)
-    return np.load(images_path), np.load(labels_path)
+    _clean_orphans(images_path.parent)
+    cached = _read_cache(images_path, labels_path)
+    if cached is not None:
+        return cached
+    decoded = _decode_jpeg_mirror(source)
+    for each_split, (images, labels) in decoded.items():
+        each_images, each_labels = _cache_paths(name, source, each_split)
+        _save_atomic(each_images, images)
+        _save_atomic(each_labels, labels)
+    return decoded[split]
 
 
 def load(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:

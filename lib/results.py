@@ -1,8 +1,14 @@
 """The results store: one JSON file per experiment run, keyed by a hash of its configuration, written atomically.
 
-Quick-profile results live in the ignored cache folder (``.cache/results/quick``); paper-profile results are committed
-under ``results/paper``. Every stored result carries its provenance (profile, seed, device, torch version, dataset
-source, git commit, wall time), which figure captions show.
+Quick-profile results live in the ignored cache folder (``.cache/results/quick``); medium- and paper-profile results
+are committed under ``results/medium`` and ``results/paper``. Every stored result carries its provenance (profile,
+seed, device, torch and numpy versions, thread count, dataset source and checksum, git commit, code fingerprint, wall
+time), which figure captions show.
+
+A stored result is *valid* for a run when it parses, names the run's experiment and configuration, carries complete
+provenance, and was computed by the code the run executes now (:func:`lib.fingerprint.code_fingerprint`) on the same
+data (:func:`lib.data.fingerprint`). Otherwise it is *stale* (other code or data: recomputed where this machine may
+compute it, else served with a visible warning) or *corrupt* (moved aside, never deleted, and recomputed).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 import platform
 import subprocess
 import tempfile
+import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +29,10 @@ import numpy as np
 
 from . import paths
 
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "medium", "paper")
+# profiles whose results are committed (and so are the book's evidence), most complete first
+COMMITTED = ("paper", "medium")
+REQUIRED_PROVENANCE = ("profile", "seed", "device", "torch", "commit", "wall_time_s", "finished", "code")
 
 
 def check_profile(profile: str, allow_auto: bool = False) -> str:
@@ -103,7 +114,47 @@ def write_atomic(path: Path, text: str) -> None:
 
 def profile_root(profile: str) -> Path:
     check_profile(profile)
-    return paths.results_dir() / "paper" if profile == "paper" else paths.cache_dir() / "results" / profile
+    return paths.results_dir() / profile if profile in COMMITTED else paths.cache_dir() / "results" / profile
+
+
+@dataclass
+class Lookup:
+    """What the store holds for one run: ``state`` is present, missing, stale or corrupt."""
+    state: str
+    path: Path
+    result: dict | None = None
+    reason: str = ""
+
+
+def validate(result, name: str, config: dict) -> str:
+    """Why ``result`` is not a complete stored run of ``name``/``config`` ('' when it is)."""
+    if not isinstance(result, dict):
+        return f"holds a {type(result).__name__}, not a result object"
+    if result.get("name") != name:
+        return f"names experiment {result.get('name')!r}, expected {name!r}"
+    if result.get("config") != _canonical(config):
+        return "holds another configuration than its file name says"
+    prov = result.get("provenance")
+    if not isinstance(prov, dict):
+        return "has no provenance"
+    absent = [f for f in REQUIRED_PROVENANCE if f not in prov]
+    if absent:
+        return f"lacks provenance field(s) {', '.join(absent)}"
+    if not set(result) - {"name", "config", "provenance"}:
+        return "holds no measurement"
+    return ""
+
+
+def staleness(result: dict, code: str | None, data: dict[str, str] | None) -> str:
+    """Why a valid result no longer matches the code and data of its run ('' when it does)."""
+    prov = result["provenance"]
+    if code is not None and prov.get("code") != code:
+        return f"computed by other code (fingerprint {prov.get('code')}, now {code})"
+    stored = prov.get("data_fingerprints") or {}
+    for dataset, now in (data or {}).items():
+        if now and stored.get(dataset) and stored[dataset] != now:
+            return f"computed on other {dataset} data ({stored[dataset]}, now {now})"
+    return ""
 
 
 class Store:
@@ -116,9 +167,42 @@ class Store:
     def path(self, chapter: str, name: str, config: dict) -> Path:
         return self.root / chapter / f"{key(name, config)}.json"
 
-    def get(self, chapter: str, name: str, config: dict) -> dict | None:
+    def lock_path(self, chapter: str, name: str, config: dict) -> Path:
+        # beside the results (not in a local cache) so that workers sharing a filesystem see each other's locks
+        return self.root / chapter / ".locks" / f"{key(name, config)}.lock"
+
+    def lookup(self, chapter: str, name: str, config: dict, *, code: str | None = None,
+               data: dict[str, str] | None = None) -> Lookup:
+        """The stored result of a run and its state; ``code``/``data`` fingerprints, when given, decide staleness."""
         path = self.path(chapter, name, config)
-        return loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return Lookup("missing", path)
+        try:
+            result = loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+            return Lookup("corrupt", path, reason=f"is not valid JSON ({error})")
+        problem = validate(result, name, config)
+        if problem:
+            return Lookup("corrupt", path, reason=problem)
+        why = staleness(result, code, data)
+        return Lookup("stale" if why else "present", path, result, why)
+
+    def get(self, chapter: str, name: str, config: dict) -> dict | None:
+        """A valid stored result (whatever code computed it), or None; a corrupt file is moved aside."""
+        found = self.lookup(chapter, name, config)
+        if found.state == "corrupt":
+            self.quarantine(found)
+            return None
+        return found.result
+
+    def quarantine(self, found: Lookup) -> Path:
+        """Move a corrupt result aside (never delete: it may be the only copy of hours of work) and say so."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = found.path.with_name(f"{found.path.name}.corrupt-{stamp}-{os.getpid()}")
+        os.replace(found.path, target)
+        warnings.warn(f"result file {paths.shown(found.path)} {found.reason}: moved aside to {target.name}; "
+                      f"the run will be computed again", RuntimeWarning, stacklevel=3)
+        return target
 
     def put(self, chapter: str, name: str, config: dict, result: dict) -> Path:
         path = self.path(chapter, name, config)
@@ -143,7 +227,8 @@ def git_commit() -> str:
         head = run("rev-parse", "--short=10", "HEAD")
         if head.returncode != 0:
             return "unknown"
-        dirty = run("status", "--porcelain", "--untracked-files=no", "--", "lib").stdout.strip()
+        # untracked files count: a new module in lib/ can change what runs as much as an edit
+        dirty = run("status", "--porcelain", "--untracked-files=normal", "--", "lib").stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -157,18 +242,38 @@ def device_name(device) -> str:
     return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def provenance(profile: str, config: dict, device, wall_time_s: float) -> dict:
+def datasets_of(config: dict) -> list[str]:
+    return list(config.get("datasets") or ([config["dataset"]] if config.get("dataset") else []))
+
+
+def data_fingerprints(config: dict) -> dict[str, str]:
+    """Checksums of the data a run reads (None for a dataset this machine does not have: nothing to compare)."""
+    from . import data
+    out = {}
+    for name in datasets_of(config):
+        try:
+            out[name] = data.fingerprint(name)
+        except (data.DatasetMissingError, AttributeError):
+            out[name] = None
+    return out
+
+
+def provenance(profile: str, config: dict, device, wall_time_s: float, code: str | None = None) -> dict:
     import torch
     from .data import source_of
-    datasets = config.get("datasets") or ([config["dataset"]] if config.get("dataset") else [])
     return {
         "profile": profile,
         "seed": config.get("seed"),
         "device": device_name(device),
         "torch": torch.__version__,
+        "numpy": np.__version__,
         "python": platform.python_version(),
-        "datasets": {name: source_of(name) for name in datasets},
+        # CPU numbers are reproducible for one seed *and* one thread count (reductions split differently)
+        "threads": torch.get_num_threads(),
+        "datasets": {name: source_of(name) for name in datasets_of(config)},
+        "data_fingerprints": data_fingerprints(config),
         "commit": git_commit(),
+        "code": code,
         "wall_time_s": round(wall_time_s, 3),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -189,4 +294,9 @@ def summarize_provenance(results: list[dict]) -> str:
              "; ".join(datasets) if datasets else None,
              f"commit {'/'.join(values('commit'))}",
              f"{len(results)} run{'s' if len(results) > 1 else ''}, {sum(p['wall_time_s'] for p in provs):.0f} s compute"]
-    return " · ".join(p for p in parts if p)
+    text = " · ".join(p for p in parts if p)
+    stale = [r for r in results if r.get("stale")]
+    if stale:
+        text += (f" · ⚠ STALE: {len(stale)} of {len(results)} results {stale[0]['stale']}; refresh with "
+                 f"`python -m lib.reproduce --status` and the command it prints")
+    return text

@@ -11,6 +11,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -115,9 +116,28 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return cls(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
-def _flags(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+def channels_last_unsafe_convs(model: torch.nn.Module) -> list[str]:
+    """Convolutions that the CPU (oneDNN) backward mishandles in channels_last: 1×1, strided, few input channels.
+
+    Measured with torch 2.14.1: ``Conv2d(3, 6, 1, stride=2)`` on a channels_last batch intermittently aborts with
+    "double free or corruption" or spins forever in its backward pass (2→4, 4→8, 6→12 too; 8→16 works). The limit
+    of 8 input channels is the smallest count measured to work.
+    """
+    return [name for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1
+            and m.in_channels < 8]
+
+
+def _flags(config: TrainConfig, device: torch.device, model: torch.nn.Module | None = None) -> tuple[bool, bool]:
     cuda = device.type == "cuda"
     channels_last = cuda if config.channels_last is None else config.channels_last
+    if channels_last and not cuda and model is not None:
+        unsafe = channels_last_unsafe_convs(model)
+        if unsafe:
+            warnings.warn(f"channels_last switched off on the CPU: the oneDNN backward of the 1×1 strided "
+                          f"convolution(s) {', '.join(unsafe)} corrupts memory or hangs in channels_last (torch 2.14)",
+                          RuntimeWarning, stacklevel=3)
+            channels_last = False
     amp = cuda if config.amp is None else config.amp
     return channels_last, amp
 
@@ -183,7 +203,7 @@ def fit(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     Frozen parameters (``requires_grad=False``) are left out of the optimiser.
     """
     device = torch.device(device) if device is not None else default_device()
-    channels_last, amp = _flags(config, device)
+    channels_last, amp = _flags(config, device, model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

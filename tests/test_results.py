@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import experiments, reproduce, results
+from lib import experiments, fingerprint, reproduce, results
 from lib.experiments import Run, execute
 
 
@@ -84,16 +84,31 @@ def test_unknown_profile():
         experiments.chapter_module("nope")
 
 
-def test_auto_profile_uses_paper_results_only_when_complete(isolated_store):
-    assert experiments.resolve_profile("auto", "howto") == "quick"
-    paper_runs = experiments.chapter_module("howto").runs("paper")
-    store = results.Store("paper")
-    for run in paper_runs[:-1]:
-        store.put(run.chapter, run.name, run.config, {"provenance": {}})
-    assert experiments.resolve_profile("auto", "howto") == "quick"
-    store.put(paper_runs[-1].chapter, paper_runs[-1].name, paper_runs[-1].config, {"provenance": {}})
-    assert experiments.resolve_profile("auto", "howto") == "paper"
-    assert experiments.resolve_profile("quick", "howto") == "quick"
+def fake_result(run, value=1.0):
+    """A complete stored result for ``run`` as if computed by its current code."""
+    prov = {"profile": "x", "seed": run.config.get("seed"), "device": "CPU", "torch": "t", "commit": "c",
+            "wall_time_s": 0.0, "finished": "now", "code": fingerprint.code_fingerprint(run.fn)}
+    return {"value": value, "provenance": prov}
+
+
+def test_auto_profile_prefers_paper_then_medium_when_complete(isolated_store):
+    assert experiments.resolve_profile("auto", "selftest") == "quick"
+    for profile in ("medium", "paper"):
+        experiments.chapter_module("selftest").SETTINGS.setdefault(profile, {"seeds": [0, 1], "n": 64, "size": 12,
+                                                                             "epochs": 1})
+    try:
+        for profile in ("medium", "paper"):
+            runs = experiments.chapter_runs("selftest", profile)
+            store = results.Store(profile)
+            for run in runs[:-1]:
+                store.put(run.chapter, run.name, run.config, fake_result(run))
+            assert experiments.resolve_profile("auto", "selftest") == ("quick" if profile == "medium" else "medium")
+            store.put(runs[-1].chapter, runs[-1].name, runs[-1].config, fake_result(runs[-1]))
+            assert experiments.resolve_profile("auto", "selftest") == profile
+        assert experiments.resolve_profile("quick", "selftest") == "quick"
+        assert results.Store("medium").root == isolated_store / "results" / "medium"
+    finally:
+        experiments.chapter_module("selftest").SETTINGS.pop("paper")
 
 
 def test_reproduce_experiments_only(isolated_store, capsys):

@@ -616,18 +616,19 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
     rows = []
     lemma_error = max(max(c["frequency_vs_spatial"], c["collapsed_vs_spatial"]) for c in theory["lemmas"])
     rows.append({"claim": "Lemma 3.11 / 4.3: linear CNN = frequency form = collapsed v̂", "paper": "exact identity",
-                 "ours": f"max relative error {lemma_error:.1e}", "verdict": identity_verdict(lemma_error)})
+                 "ours": f"max relative error {lemma_error:.1e}", "verdict": identity_verdict(lemma_error),
+                 "exact": True})
     proven = [c for c in theory["factorisations"].values() if c["proven"]]
     conjectured = [c for c in theory["factorisations"].values() if not c["proven"]]
     svd_gap = max(float(np.max(np.abs(np.asarray(c["svd_ratio"]) - 1))) for c in theory["factorisations"].values())
     rows.append({"claim": "Lemma B.13: SVD factorisation attains |B|_{2/L}^{2/L}", "paper": "equality (B.16)",
-                 "ours": f"max |ratio − 1| {svd_gap:.1e}", "verdict": identity_verdict(svd_gap)})
+                 "ours": f"max |ratio − 1| {svd_gap:.1e}", "verdict": identity_verdict(svd_gap), "exact": True})
     for label, cases in (("proven cases (L=2; 1×1)", proven), ("conjecture 4.13 (L≥3, matrices)", conjectured)):
         best = min(min(np.min(c["random_min_ratio"]), np.min(c["optimised_min_ratio"]) if len(c["optimised_min_ratio"])
                        else np.inf) for c in cases)
         rows.append({"claim": f"no factorisation beats the SVD one: {label}", "paper": "ratio ≥ 1" + (
             "" if cases is proven else " (conjectured)"), "ours": f"smallest ratio found {best:.6f}",
-            "verdict": "holds in all trials" if best >= 1 - 1e-6 else "counter-example found"})
+            "verdict": "holds in all trials" if best >= 1 - 1e-6 else "counter-example found", "exact": True})
     for result in stats:
         law = result["power_law"]
         rows.append({"claim": f"power law τ ≈ γ/(|i|^α+|j|^β), {result['config']['dataset']}",

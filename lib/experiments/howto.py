@@ -61,7 +61,14 @@ def train_small_cnn(config: dict, device: torch.device) -> dict:
     return out
 
 
+SECTIONS = ("envelope", "training")
+
+
 def runs(profile: str, section: str | None = None) -> list[Run]:
+    if profile not in SETTINGS:
+        raise ValueError(f"unknown profile {profile!r} for chapter {CHAPTER}; choose one of {', '.join(SETTINGS)}")
+    if section is not None and section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}; choose one of {', '.join(SECTIONS)}")
     s = SETTINGS[profile]
     out = [Run(CHAPTER, "envelope", {"k": 3, "bank_sizes": s["bank_sizes"], "bank_seeds": s["bank_seeds"],
                                      "grid": s["grid"], "seed": 0}, envelope_coverage, "envelope")]
