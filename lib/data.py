@@ -543,10 +543,19 @@ def to_unit(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
 
 # --- batched, on-device augmentation ----------------------------------------------------------------------------
 
+def _draw_device(generator: torch.Generator | None, device) -> torch.device:
+    """Random numbers are drawn where the generator lives: with a generator on the data's device, no batch needs a
+    host-to-device copy (a blocking sync on CUDA); a CPU generator keeps the CPU stream of earlier versions."""
+    return generator.device if generator is not None else torch.device(device)
+
+
 def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
             drop_last: bool = False, device: torch.device | str = "cpu"):
     """Index tensors of consecutive batches (a fresh permutation per call when ``shuffle``)."""
-    order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=_draw_device(generator, device)).to(device)
+    else:
+        order = torch.arange(n, device=device)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         yield order[start:start + batch_size]
@@ -565,11 +574,52 @@ def circular_shift(x: torch.Tensor, dy: int | torch.Tensor, dx: int | torch.Tens
 
 
 def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """out[n, c, i, j] = x[n, c, rows[n, i], cols[n, j]] for every sample at once."""
-    n, c = x.shape[:2]
-    index_n = torch.arange(n, device=x.device)[:, None, None]
-    out = x.permute(0, 2, 3, 1)[index_n, rows[:, :, None], cols[:, None, :]]  # N×H×W×C
-    return out.permute(0, 3, 1, 2).contiguous()
+    """out[n, c, i, j] = x[n, c, rows[n, i], cols[n, j]] for every sample at once (NCHW, contiguous).
+
+    One ``torch.gather`` over the flattened image with an index broadcast over channels: advanced indexing with three
+    index tensors (the earlier version) was slower than a per-sample Python loop, and 4–7× slower than this."""
+    n, c, h, w = x.shape
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, -1)
+    out = torch.gather(x.reshape(n, c, h * w), 2, index.expand(n, c, -1))
+    return out.view(n, c, rows.shape[1], cols.shape[1])
+
+
+TRANSLATE_MODES = ("zeros", "reflect", "circular")
+
+
+def _check_translate(max_shift: int, mode: str) -> None:
+    if mode not in TRANSLATE_MODES:
+        raise ValueError(f"unknown translate mode {mode!r}; choose zeros, reflect or circular")
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be non-negative, got {max_shift}")
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflection without repeating the edge pixel (F.pad's "reflect": -1 → 1, size → size - 2), for one bounce."""
+    return (size - 1) - ((size - 1) - index.abs()).abs()
+
+
+def _source_pixels(x: torch.Tensor, params: dict, max_shift: int, mode: str):
+    """``(x, rows, cols)``: the image to gather from (zero-padded by ``max_shift`` in ``zeros`` mode) and, for every
+    output pixel, its source row/column: translation and flip folded into one index, so the batch is copied once."""
+    n, _, h, w = x.shape
+    rows = torch.arange(h, device=x.device).expand(n, h)
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    if "offsets" in params:
+        dy, dx = params["offsets"]
+        rows, cols = rows - dy[:, None], cols - dx[:, None]   # out[i, j] = x[i - dy, j - dx]
+        if mode == "circular":
+            rows, cols = rows % h, cols % w
+        elif mode == "reflect":
+            if max_shift >= min(h, w):
+                raise ValueError(f"reflect translation needs max_shift < image size, got {max_shift} for {h}×{w}")
+            rows, cols = _reflect(rows, h), _reflect(cols, w)
+        else:  # zeros: pad once, index into the padded batch
+            x = torch.nn.functional.pad(x, (max_shift,) * 4)
+            rows, cols = rows + max_shift, cols + max_shift
+    if "flip" in params:  # flipping after the translation = reading the translated columns backwards
+        cols = torch.where(params["flip"][:, None], cols.flip(1), cols)
+    return x, rows, cols
 
 
 def random_translate(x: torch.Tensor, max_shift: int, *, mode: str = "zeros",
@@ -580,35 +630,48 @@ def random_translate(x: torch.Tensor, max_shift: int, *, mode: str = "zeros",
     """
     if max_shift == 0:
         return x
-    if mode not in ("zeros", "reflect", "circular"):
-        raise ValueError(f"unknown translate mode {mode!r}; choose zeros, reflect or circular")
-    n, _, h, w = x.shape
-    offsets = torch.randint(-max_shift, max_shift + 1, (2, n), generator=generator).to(x.device)
-    if mode == "circular":
-        return circular_shift(x, offsets[0], offsets[1])
-    pad_mode = "constant" if mode == "zeros" else "reflect"
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode=pad_mode)
-    rows = torch.arange(h, device=x.device)[None, :] + (max_shift - offsets[0])[:, None]
-    cols = torch.arange(w, device=x.device)[None, :] + (max_shift - offsets[1])[:, None]
-    return _gather(padded, rows, cols)
+    return Augment(translate=max_shift, mode=mode)(x, generator=generator)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror a random half of the images left-right."""
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return Augment(flip=True)(x, generator=generator)
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Batched augmentation applied on the device to each training batch (nothing when left at the defaults)."""
+    """Batched augmentation applied on the device to each training batch (nothing when left at the defaults).
+
+    ``translate``: every image moves by its own offset in [-translate, translate]² (``mode``: zeros, i.e. pad and
+    random-crop; reflect; circular, the circular shifts of Zhang 2019); ``flip``: a random half is mirrored
+    left-right (after the translation). The random numbers come from ``generator`` (on its device), offsets first,
+    then flips, as in earlier versions: a CPU generator gives the same images as before for the same state. Works on
+    uint8 and float batches alike (the training loop augments the uint8 batch, 4× less memory to move).
+    """
     translate: int = 0
     mode: str = "zeros"
     flip: bool = False
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def active(self) -> bool:
+        return bool(self.translate or self.flip)
+
+    def draw(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> dict:
+        """The random numbers for ``n`` images (``offsets`` 2×n, ``flip`` n), on ``device``."""
+        where, params = _draw_device(generator, device), {}
         if self.translate:
-            x = random_translate(x, self.translate, mode=self.mode, generator=generator)
+            _check_translate(self.translate, self.mode)
+            params["offsets"] = torch.randint(-self.translate, self.translate + 1, (2, n), generator=generator,
+                                              device=where).to(device)
         if self.flip:
-            x = random_flip(x, generator=generator)
-        return x
+            params["flip"] = (torch.rand(n, generator=generator, device=where) < 0.5).to(device)
+        return params
+
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Augment the N×C×H×W batch ``x`` with numbers from :meth:`draw`: one gather for everything."""
+        if not params:
+            return x
+        return _gather(*_source_pixels(x, params, self.translate, self.mode))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(x, self.draw(x.shape[0], generator, x.device))

@@ -20,6 +20,17 @@ class PixelPermutation:
         self.height, self.width, self.seed = height, width, seed
         self.order = torch.randperm(height * width, generator=generator)  # output position i takes pixel order[i]
         self.inverse = torch.argsort(self.order)
+        self._on_device: dict = {}  # (name, device) → copy there: as the training loop's input_transform it runs
+        #                             every step, and a host-to-device copy per step is a blocking sync on CUDA
+
+    def _index(self, name: str, device: torch.device) -> torch.Tensor:
+        index = getattr(self, name)
+        if device == index.device:
+            return index
+        key = (name, device)
+        if key not in self._on_device:
+            self._on_device[key] = index.to(device)
+        return self._on_device[key]
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[-2:]) != (self.height, self.width):
@@ -29,12 +40,12 @@ class PixelPermutation:
         """σ(x): pixels of N×C×H×W images moved to their permuted positions."""
         self._check(x)
         flat = x.flatten(2)
-        return flat[..., self.order.to(x.device)].view_as(x)
+        return flat[..., self._index("order", x.device)].view_as(x)
 
     def unshuffle(self, x: torch.Tensor) -> torch.Tensor:
         """σ⁻¹(x): the inverse permutation (``unshuffle(shuffle(x)) == x``)."""
         self._check(x)
         flat = x.flatten(2)
-        return flat[..., self.inverse.to(x.device)].view_as(x)
+        return flat[..., self._index("inverse", x.device)].view_as(x)
 
     __call__ = shuffle

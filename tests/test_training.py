@@ -48,6 +48,18 @@ def test_same_seed_same_numbers_on_cpu():
     assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
 
 
+def test_two_runs_with_one_seed_give_identical_histories_and_weights():
+    def run():
+        torch.manual_seed(0)
+        model = small_model()
+        config = TrainConfig(epochs=2, batch_size=32, lr=0.05, augment=training.Augment(2, "reflect", flip=True))
+        out = fit(model, toy_problem(), toy_problem(128, seed=1), config=config, seed=3, device="cpu", progress=False)
+        return [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in out["history"]], model.state_dict()
+    (history_a, weights_a), (history_b, weights_b) = run(), run()
+    assert history_a == history_b and len(history_a) == 2 and "test_accuracy" in history_a[-1]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
 def test_frozen_parameters_do_not_move():
     model = small_model()
     frozen = training.freeze(model, lambda name, p: name.startswith("0."))

@@ -2,4 +2,5 @@
 
 from .blurpool import BlurMaxPool, BlurPool, MaxBlurPool  # noqa: F401  (anti-aliasing chapter)
 from .circular import CircularConv2d  # noqa: F401  (frequency-sensitivity chapter)
+from .padding import CircularPadConv2d, circular_pad  # noqa: F401  (circular padding as one gather)
 from .windowed import WindowedConv2d  # noqa: F401  (spectral-leakage chapter)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data import Normalize
 from ..layers.blurpool import make_pool
+from ..layers.padding import CircularPadConv2d
 
 BLOCK_MULTIPLIERS = (1, 2, 4, 8, 8)  # VGG13 channels 64, 128, 256, 512, 512 at width 64
 
@@ -41,7 +42,8 @@ class VGG13(nn.Module):
             chunks = []
             for _ in range(2):
                 chunks.append(nn.Sequential(
-                    nn.Conv2d(channels, out, 3, padding=1, padding_mode=padding_mode, bias=False),
+                    # CircularPadConv2d: nn.Conv2d with a one-gather circular padding (same parameters and keys)
+                    CircularPadConv2d(channels, out, 3, padding=1, padding_mode=padding_mode, bias=False),
                     nn.BatchNorm2d(out), nn.ReLU(inplace=True)))
                 channels = out
             self.blocks.append(nn.ModuleList(chunks))
