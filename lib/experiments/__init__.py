@@ -245,7 +245,8 @@ def execute(runs: list[Run], profile: str, *, device: torch.device | str | None 
         return found
     for i in stale:
         print(f"[{runs[i].label}] stale ({lookups[i].reason}): computing it again", file=sys.stderr, flush=True)
-    todo = sorted(missing + stale)
+    # breadth-first over seeds: an interrupted sweep then has every arm of the first seeds, not all seeds of a few
+    todo = sorted(missing + stale, key=lambda i: (int(runs[i].config.get("seed", 0) or 0), i))
     started = time.perf_counter()
 
     def over_budget() -> bool:

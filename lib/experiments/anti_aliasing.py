@@ -45,6 +45,28 @@ SETTINGS = {
         "timing": {"width": 8, "batch": 100, "repeats": 5, "filters": [("binomial", 3), ("binomial", 5),
                                                                           ("binomial", 7)]},
     },
+    # medium (the book's evidence until paper results exist; ≈ 4 h of a 2-core CPU, computed in the background and
+    # committed): full CIFAR-10 train and test sets, a VGG13 with the paper's layout at 1/4 of its width (16 channels
+    # in the first block, 128 in the last), 6 epochs one-cycle. Measured on this CPU with channels_last: 82 s per
+    # epoch for MaxBlurPool-B5 (65 s for the max-pool baseline) and ~0.9 ms per image per evaluation, so a run costs
+    # ≈ 9 minutes and the 24 runs of the claims (baseline, Triangle-5, Binomial-5, Binomial-7; without and with
+    # augmentation; 3 seeds each) ≈ 3.6 h; blur-before-pool (Binomial-5) and the zero-padded baseline control add one
+    # seed each. Consistency on the full test set with random shifts in [-16, 16)²; the per-shift grid (variation,
+    # adversary, Fig. 11) on 250 class-balanced test images over the 256 shifts [-8, 8)² (all residues modulo 16 of
+    # the first four poolings; 1,000 images × 1,024 shifts would cost ~15 min per run).
+    "medium": {
+        "dataset": "cifar10", "train_size": None, "test_size": None, "width": 16,
+        "epochs": 6, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "channels_last": True,
+        "filters": [("rect", 1), ("triangle", 5), ("binomial", 5), ("binomial", 7)],
+        "headline": ("triangle", 5),
+        "blur_before_pool_filters": [("binomial", 5)],
+        "zero_padding_seeds": [0],
+        "seeds": [0, 1, 2], "headline_seeds": [0, 1, 2],
+        "grid_images": 250, "grid_range": 8,
+        "equivariance_images": 8, "equivariance_range": 8,
+        "timing": {"width": 16, "batch": 100, "repeats": 20, "filters": [("binomial", 3), ("binomial", 5),
+                                                                           ("binomial", 7)]},
+    },
     # Full CIFAR-10, VGG13 at the paper's width, all 19 filters of Table 1 with and without augmentation (3 seeds for
     # the baseline and Triangle-5, the claims' pair; 1 for the others), and blur-before-pool for 4 filters: 54
     # trainings. The paper trains 200 epochs (100 at lr 0.1, then 0.01 and 0.001); to fit about 30 GPU-minutes we
@@ -115,7 +137,7 @@ def _train_data(config: dict):
 
 
 @torch.no_grad()
-def _shifted_predictions(model, images, shifts, device, chunk: int = 4096):
+def _shifted_predictions(model, images, shifts, device, chunk: int = 4096, channels_last: bool | None = None):
     """Softmax outputs ``[image, shift, class]`` of ``images`` under every circular shift in ``shifts``."""
     images = images.to(device)
     n = len(images)
@@ -125,7 +147,8 @@ def _shifted_predictions(model, images, shifts, device, chunk: int = 4096):
         block = shifts[start:start + per_chunk]
         batch = torch.cat([data.circular_shift(images, int(dh), int(dw)) for dh, dw in block])
         # fp32 on every device: bf16 moved the median variation by 14 % and flipped 0.94 % of shifted predictions
-        probs = predict(model, batch, batch_size=1000, device=device, amp=False).softmax(1)
+        probs = predict(model, batch, batch_size=1000, device=device, amp=False,
+                        channels_last=channels_last).softmax(1)
         out.append(probs.reshape(len(block), n, -1).transpose(0, 1))
     return torch.cat(out, dim=1).numpy()
 
@@ -167,7 +190,7 @@ def train_and_analyse(config: dict, device: torch.device) -> dict:
     augment = SHIFT_AUGMENT if config["augment"] else FLIP_ONLY
     train_config = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
                                weight_decay=config["weight_decay"], schedule="onecycle", augment=augment,
-                               eval_every=config["epochs"])
+                               eval_every=config["epochs"], channels_last=config.get("channels_last"))
     history = fit(model, train, test, config=train_config, seed=config["seed"], device=device, progress=False)
     model.eval()
     x_test, y_test = test
@@ -177,10 +200,11 @@ def train_and_analyse(config: dict, device: torch.device) -> dict:
     def random_shifts():
         return torch.randint(-size // 2, size // 2, (2, len(x_test)), generator=generator)
 
-    logits = predict(model, x_test, device=device, amp=False)
+    evaluation = dict(device=device, amp=False, channels_last=config.get("channels_last"))
+    logits = predict(model, x_test, **evaluation)
     first, second = random_shifts(), random_shifts()
-    pred_a = predict(model, data.circular_shift(x_test, first[0], first[1]), device=device, amp=False).argmax(1)
-    pred_b = predict(model, data.circular_shift(x_test, second[0], second[1]), device=device, amp=False).argmax(1)
+    pred_a = predict(model, data.circular_shift(x_test, first[0], first[1]), **evaluation).argmax(1)
+    pred_b = predict(model, data.circular_shift(x_test, second[0], second[1]), **evaluation).argmax(1)
     # the random shifts depend only on the seed: models of one seed see the same shifted test images, so per-image
     # outcomes allow paired tests (McNemar) between them
     correct_unshifted = (logits.argmax(1) == y_test).numpy()
@@ -189,7 +213,7 @@ def train_and_analyse(config: dict, device: torch.device) -> dict:
     # the grid: every shift of a window, on the first grid_images test images (class-balanced subset)
     grid_x, grid_y = data.subset(x_test, y_test, config["grid_images"], seed=1)
     shifts = shift_grid(config["grid_range"])
-    probs = _shifted_predictions(model, grid_x, shifts, device)
+    probs = _shifted_predictions(model, grid_x, shifts, device, channels_last=config.get("channels_last"))
     labels = grid_y.numpy()
     predicted = probs.argmax(2)
     correct = predicted == labels[:, None]
@@ -265,8 +289,8 @@ def time_forward(config: dict, device: torch.device) -> dict:
 
 
 def _train_run(s: dict, pool: str, family: str, taps: int, augment: bool, seed: int,
-               section: str, equivariance: bool = False) -> Run:
-    label = model_label(pool, family, taps)
+               section: str, equivariance: bool = False, circular: bool = True) -> Run:
+    label = model_label(pool, family, taps) + ("" if circular else " (zero padding)")
     config = {"dataset": s["dataset"], "train_size": s["train_size"], "test_size": s["test_size"],
               "width": s["width"], "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"],
               "weight_decay": s["weight_decay"], "pool": pool, "family": family, "taps": taps,
@@ -275,7 +299,11 @@ def _train_run(s: dict, pool: str, family: str, taps: int, augment: bool, seed: 
     if equivariance:
         config.update(equivariance=True, equivariance_images=s["equivariance_images"],
                       equivariance_range=s["equivariance_range"])
-    tag = f"{pool}-{family}{taps}-{'aug' if augment else 'noaug'}-s{seed}"
+    if s.get("channels_last") is not None:  # only where set, so that other profiles keep their run keys
+        config["channels_last"] = s["channels_last"]
+    if not circular:
+        config["circular"] = False
+    tag = f"{pool}-{family}{taps}-{'aug' if augment else 'noaug'}{'' if circular else '-zeropad'}-s{seed}"
     return Run(CHAPTER, f"vgg13-{tag}", config, train_and_analyse, section)
 
 
@@ -294,7 +322,7 @@ def _pool_of(family: str, taps: int) -> str:
     return "max" if taps == 1 else "maxblur"
 
 
-SECTIONS = ("table1", "equivariance", "blur_before_pool", "timing")
+SECTIONS = ("table1", "equivariance", "blur_before_pool", "padding", "timing")
 
 
 def runs(profile: str, section: str | None = None) -> list[Run]:
@@ -322,6 +350,11 @@ def runs(profile: str, section: str | None = None) -> list[Run]:
                 if section == "blur_before_pool":
                     out.append(_train_run(s, "maxblur", family, taps, augment, s["seeds"][0], "table1",
                                           (family, taps) in equivariant and not augment))
+    if section in (None, "padding"):
+        # the non-circular control: the paper reports zero padding 0.4 points above circular (93.8 vs 93.4)
+        for augment in (False, True):
+            for seed in s.get("zero_padding_seeds", []):
+                out.append(_train_run(s, "max", "rect", 1, augment, seed, "padding", circular=False))
     if section in (None, "timing"):
         out.append(Run(CHAPTER, "timing", {**s["timing"], "seed": 0}, time_forward,
                        "timing"))
