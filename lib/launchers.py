@@ -45,8 +45,11 @@ def run_ray(jobs: list[tuple[str, str, str]], *, address: str | None = None, thr
     except ImportError:
         raise SystemExit("--launcher ray needs Ray: pip install 'ray==2.60.0' (see requirements.txt)") from None
     env = _worker_env()
-    ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-             runtime_env={"env_vars": env}, log_to_driver=True, ignore_reinit_error=True)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise report usage over the internet
+    local = {} if address is not None else {"num_cpus": num_cpus, "_node_ip_address": "127.0.0.1"}
+    # a cluster started here listens on the loopback interface only
+    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
+             ignore_reinit_error=True, **local)
     try:
         gpus = gpus_per_run
         if gpus is None:
