@@ -15,7 +15,7 @@ from lib.claims import (format_mean_sd, verdict_at_most, verdict_every, verdict_
 from lib.filters import BLUR_FAMILIES, blur_filter
 from lib.filters.blur import TABLE1, blur_kernel_2d, filter_label, printed_weights, table1_filters
 from lib.layers import BlurPool, MaxBlurPool
-from lib.layers.blurpool import BlurMaxPool, MaxPool, make_pool
+from lib.layers.blurpool import BlurMaxPool, ConvBlurPool, MaxPool, make_pool
 from lib.models.vgg import VGG13
 
 
@@ -102,6 +102,64 @@ def test_maxblurpool_with_delta_is_maxpool_and_equivariant_with_blur():
         torch.testing.assert_close(layer(x), layer.dense(x)[..., ::2, ::2])
 
 
+@pytest.mark.parametrize("size", [5, 7, 9, 15, 16, 17, 33])
+@pytest.mark.parametrize("padding_mode", ["circular", "reflect"])
+def test_pool_output_size_is_maxpool2d_for_odd_sizes(size, padding_mode):
+    x = torch.randn(2, 3, size, size + 2)
+    expected = F.max_pool2d(x, 2, 2)
+    # the delta filter reproduces nn.MaxPool2d value for value, at odd sizes too (33 → 16, not 17)
+    np.testing.assert_array_equal(MaxBlurPool(None, padding_mode=padding_mode)(x), expected)
+    for layer in (MaxBlurPool(("binomial", 5), padding_mode=padding_mode),
+                  BlurMaxPool(("triangle", 3), padding_mode=padding_mode), MaxPool(padding_mode=padding_mode)):
+        out = layer(x)
+        assert out.shape == expected.shape, type(layer).__name__
+        torch.testing.assert_close(out, layer.dense(x)[..., ::2, ::2][..., :out.shape[-2], :out.shape[-1]])
+
+
+@pytest.mark.parametrize("filter", [("rect", 2), ("binomial", 5), ("binomial", 7), ("window", 6)])
+def test_separable_blur_equals_the_2d_kernel(filter):
+    x = torch.randn(2, 4, 13, 16, dtype=torch.float64)
+    for mode in ("circular", "reflect", "zeros"):
+        full = BlurPool(filter, 2, mode).double()(x)
+        separable = BlurPool(filter, 2, mode, separable=True).double()(x)
+        # both kernels are stored in float32: they agree to its rounding, not to float64's
+        torch.testing.assert_close(separable, full, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel_size,padding,size", [(3, 1, 16), (3, 1, 15), (1, 0, 9), (5, 2, 12)])
+def test_conv_blur_pool_replaces_a_strided_conv(kernel_size, padding, size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 6, kernel_size, stride=2, padding=padding)
+    x = torch.randn(2, 3, size, size)
+    # same output size as the strided conv for every filter; with the delta filter it is the strided layer itself
+    torch.testing.assert_close(ConvBlurPool.from_conv(conv, None)(x), torch.relu(conv(x)))
+    for filter in (("binomial", 5), ("rect", 2)):
+        assert ConvBlurPool.from_conv(conv, filter)(x).shape == conv(x).shape
+
+
+def test_conv_blur_pool_is_equivariant_to_even_circular_shifts():
+    torch.manual_seed(0)
+    layer = ConvBlurPool(3, 4, 3, stride=2, padding=1, filter=("binomial", 5), padding_mode="circular",
+                         norm=torch.nn.BatchNorm2d(4)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(layer(torch.roll(x, (2, -4), (2, 3))), torch.roll(layer(x), (1, -2), (2, 3)))
+    strided = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="circular")
+    with torch.no_grad():
+        strided.weight.copy_(layer.conv.weight), strided.bias.copy_(layer.conv.bias)
+    plain = torch.relu(strided(torch.roll(x, (2, -4), (2, 3)))) - torch.roll(torch.relu(strided(x)), (1, -2), (2, 3))
+    assert float(plain.abs().max()) < 1e-5  # a shift by a multiple of the stride is exact for the strided conv too
+    odd = layer(torch.roll(x, 1, 3)) - layer(x)
+    odd_plain = torch.relu(strided(torch.roll(x, 1, 3))) - torch.relu(strided(x))
+    assert float(odd.abs().mean()) < 0.8 * float(odd_plain.abs().mean())  # and the blur damps the odd shift's change
+
+
+def test_conv_blur_pool_rejects_layers_it_cannot_replace():
+    with pytest.raises(ValueError, match="from_conv needs"):
+        ConvBlurPool.from_conv(torch.nn.Conv2d(4, 4, 3, stride=2, groups=2))
+    with pytest.raises(ValueError, match="padding_mode"):
+        ConvBlurPool(3, 4, 3, padding_mode="wrap")
+
+
 def test_blur_reduces_aliasing_of_an_odd_shift():
     x = torch.randn(8, 4, 16, 16)
     def gap(layer):
@@ -111,7 +169,7 @@ def test_blur_reduces_aliasing_of_an_odd_shift():
 
 def test_layers_handle_tiny_maps_and_padding_modes():
     assert BlurPool(("binomial", 7), padding_mode="circular")(torch.randn(1, 2, 2, 2)).shape == (1, 2, 1, 1)
-    assert MaxBlurPool(("rect", 4), padding_mode="reflect")(torch.randn(1, 2, 7, 7)).shape == (1, 2, 4, 4)
+    assert MaxBlurPool(("rect", 4), padding_mode="reflect")(torch.randn(1, 2, 7, 7)).shape == (1, 2, 3, 3)  # as MaxPool2d
     with pytest.raises(ValueError, match="padding_mode"):
         BlurPool(("rect", 2), padding_mode="wrap")
     with pytest.raises(ValueError, match="unknown pool"):
@@ -233,8 +291,13 @@ def test_profiles_cover_the_issue():
 def test_timing_run_shapes():
     from lib.experiments import anti_aliasing as aa
     out = aa.time_forward({"width": 2, "batch": 4, "repeats": 2, "filters": [["binomial", 3]]}, torch.device("cpu"))
-    assert [r["model"] for r in out["rows"]] == ["Baseline", "+ dense pool", "+ dense pool + 3×3 filter"]
+    assert [r["model"] for r in out["rows"]] == ["Baseline", "+ dense pool", "+ dense pool + 3×3 filter",
+                                                 "+ dense pool + 3×3 filter (separable)"]
     assert out["rows"][0]["added_percent"] == 0.0 and all(r["median_ms"] > 0 for r in out["rows"])
+    # every round's time is kept (for intervals), and the median is theirs
+    assert all(len(r["times_ms"]) == 2 and r["median_ms"] == pytest.approx(np.median(r["times_ms"]))
+               for r in out["rows"])
+    assert out["device"] == "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +331,10 @@ def test_end_to_end_run_through_the_store(cifar, tmp_path, monkeypatch):
     assert np.all(np.diff(result["adversary_accuracy"]) <= 0)  # a stronger adversary never helps
     assert result["adversary_accuracy"][0] == pytest.approx(result["accuracy_by_shift"][2, 2])
     assert result["adversary_max_shift"].tolist() == [0, 1]  # [-m, m]² must fit in the grid [-2, 2)²
+    grid = aa.unpack_bits(result, "grid_correct_bits")  # the per-image grid reproduces the stored aggregates
+    assert grid.shape == (10, 16)
+    np.testing.assert_allclose(grid.mean(0).reshape(4, 4), result["accuracy_by_shift"])
+    np.testing.assert_allclose(metrics.adversary_accuracy(grid, aa.shift_grid(2), [0, 1]), result["adversary_accuracy"])
     eq = result["equivariance"]
     assert eq["maps"].shape == (len(eq["layers"]), 4, 4)
     assert np.abs(eq["maps"][eq["layers"].index("conv1_2")]).max() < 1e-5  # before any subsampling
