@@ -152,3 +152,47 @@ def verdict_paired(differences, *, direction: int = 1, confidence: float = 0.95)
     if d.mean() + half_width < 0:
         return "contradicted"
     return "inconclusive"
+
+
+def mcnemar_p(a, b) -> float:
+    """Exact two-sided McNemar test of paired per-item outcomes (booleans of the same test images under two
+    models): the binomial test of the discordant pairs, ``P(|B − n/2| ≥ |b − n/2|)`` with ``B ~ Bin(n, 1/2)``,
+    where ``n`` items are right under one model only and ``b`` of them under ``b``'s. 1.0 without discordant pairs."""
+    from scipy.stats import binomtest
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes must have the same shape, got {a.shape} and {b.shape}")
+    only_b, only_a = int((b & ~a).sum()), int((a & ~b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_b, only_a + only_b, 0.5).pvalue)
+
+
+def paired_outcomes(reference: dict, candidate: dict) -> dict:
+    """Per-seed paired comparison of per-item outcomes: ``reference`` and ``candidate`` map seed → booleans over the
+    same items (same test images, same shifts). Only seeds present on both sides count. Returns the per-seed
+    differences of the means (candidate − reference), their McNemar p-values, and the seeds used."""
+    seeds = sorted(set(reference) & set(candidate))
+    differences = [float(np.mean(candidate[s]) - np.mean(reference[s])) for s in seeds]
+    return {"seeds": seeds, "differences": differences,
+            "p_values": [mcnemar_p(reference[s], candidate[s]) for s in seeds]}
+
+
+def verdict_paired_margin(differences, *, margin: float = 0.0, direction: int = 1,
+                          confidence: float = 0.95) -> str:
+    """:func:`verdict_paired` for "the difference exceeds ``-margin``" in ``direction`` (non-inferiority: "at most
+    ``margin`` worse"; ``margin=0`` is the plain claim)."""
+    d = np.asarray(list(differences), dtype=float) * direction + margin
+    return verdict_paired(d)
+
+
+def format_paired(comparison: dict, scale: float = 100.0, digits: int = 1, unit: str = " pt") -> str:
+    """``"+1.2 ± 0.3 pt (n=3; McNemar p < 0.05 in 3 of 3 seeds)"``: mean ± sd of the paired differences."""
+    d = comparison["differences"]
+    if not d:
+        return "not run"
+    mean, sd, n = mean_sd(d)
+    significant = sum(p < 0.05 for p in comparison["p_values"])
+    spread = f" ± {sd * scale:.{digits}f}" if n > 1 else ""
+    return (f"{mean * scale:+.{digits}f}{spread}{unit} (n={n}; McNemar p < 0.05 in {significant} of {n} "
+            f"seed{'s' if n > 1 else ''})")

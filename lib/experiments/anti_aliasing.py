@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .. import data, metrics
-from ..claims import (format_mean_sd, mean_sd, verdict_at_most, verdict_every, verdict_fraction,
-                      verdict_greater, verdict_not_worse)
+from ..claims import (format_mean_sd, format_paired, mean_sd, paired_outcomes, verdict_paired,
+                      verdict_paired_margin)
 from ..filters.blur import filter_label, table1_filters
 from ..models.vgg import VGG13
 from ..training import TrainConfig, fit, predict
@@ -357,7 +357,9 @@ def runs(profile: str, section: str | None = None) -> list[Run]:
         seeds = s["headline_seeds"] if (family, taps) in equivariant else s["seeds"]
         for augment in (False, True):
             for seed in seeds:
-                eq = (family, taps) in equivariant and not augment and seed == seeds[0]
+                # Fig. 4's maps for the baseline and the headline filter without augmentation, every seed at
+                # medium (its claims need seeds), the first seed elsewhere
+                eq = (family, taps) in equivariant and not augment and (seed == seeds[0] or profile == "medium")
                 run = _train_run(s, _pool_of(family, taps), family, taps, augment, seed, "table1", eq)
                 if section in (None, "table1") or (section == "equivariance" and eq):
                     out.append(run)
@@ -416,7 +418,8 @@ def group(results: list[dict]) -> dict[tuple, list[dict]]:
     """Training results grouped by ``(pool, family, taps, augment)`` (a list over seeds)."""
     out: dict[tuple, list[dict]] = {}
     for r in results:
-        if r is not None and "pool" in r.get("config", {}):
+        # the zero-padded control shares the baseline's key: it is compared on its own (``claims(padding=...)``)
+        if r is not None and "pool" in r.get("config", {}) and r["config"].get("circular", True):
             out.setdefault(_key(r), []).append(r)
     return out
 
@@ -709,12 +712,16 @@ def plot_accuracy_by_shift(results: list[dict], augment: bool = False):
 
 
 def timing_rows(result: dict) -> list[dict]:
-    """Table 2: our forward times next to the paper's."""
+    """Table 2: our forward times (median over interleaved rounds; added time as the median paired ratio to the
+    baseline with its 95% interval) next to the paper's."""
     rows = []
+    baseline = next(row for row in result["rows"] if row["model"] == "Baseline")
     for row in result["rows"]:
         paper = PAPER_TABLE2.get(row["model"])
+        ratio = timing_ratio(row, baseline)
+        interval = "" if not np.isfinite(ratio["low"]) else f" [{ratio['low']:+.1f}, {ratio['high']:+.1f}]"
         rows.append({"model": row["model"], "ours [ms]": f"{row['median_ms']:.2f}",
-                     "ours % added": f"{row['added_percent']:+.1f}%",
+                     "ours % added (95% CI)": "–" if row is baseline else f"{ratio['median']:+.1f}%{interval}",
                      "paper [ms]": f"{paper:.2f}" if paper else "–",
                      "paper % added": f"{100 * (paper / PAPER_TABLE2['Baseline'] - 1):+.1f}%" if paper else "–"})
     return rows
@@ -769,110 +776,352 @@ def widget_frames(dpi: int = 60) -> tuple[list[bytes], list[str]]:
 
 # --- claims ---------------------------------------------------------------------------------------------------------
 
-def claims(results: list[dict], timing: dict | None, profile: str) -> list[dict]:
-    """The chapter's claims table: the paper's claim and number, ours (mean ± sd over seeds), a rule's verdict."""
+def layer_stride(name: str) -> int | None:
+    """Accumulated subsampling factor of a VGG13 layer of Fig. 4 (``conv3_1`` → 4, ``pool3 (ds)`` → 8);
+    ``None`` for the pixels and the 1×1 classifier outputs."""
+    if name.startswith("conv"):
+        return 2 ** (int(name[4]) - 1)
+    if name.startswith("pool"):
+        return 2 ** (int(name[4]) - (0 if name.endswith("(ds)") else 1))
+    return 1 if name == "pixels" else None
+
+
+def modulo_equivariance_error(result: dict) -> float:
+    """Largest Fig. 4 distance at the nonzero grid shifts that are multiples of each layer's accumulated stride
+    (every layer of a circular network is exactly equivariant there, up to float rounding); NaN when no layer
+    has such a shift in the grid."""
+    eq = result["equivariance"]
+    values = np.arange(-result["config"]["equivariance_range"], result["config"]["equivariance_range"])
+    worst = []
+    for name, heatmap in zip(eq["layers"], np.asarray(eq["maps"])):
+        stride = layer_stride(name)
+        if stride is None:
+            continue
+        on = (values % stride == 0)
+        mask = on[:, None] & on[None, :]
+        mask[values == 0, values == 0] = False  # the zero shift is trivially equivariant
+        if mask.any():
+            worst.append(float(np.abs(heatmap[mask]).max()))
+    return max(worst) if worst else float("nan")
+
+
+def _relative_equivariance(result: dict) -> dict[str, float]:
+    """Per layer: mean Fig. 4 distance over the grid relative to the distance between different images."""
+    eq = result["equivariance"]
+    return {name: float(np.mean(m) / max(ref, 1e-12))
+            for name, m, ref in zip(eq["layers"], np.asarray(eq["maps"]), eq["different_images"])}
+
+
+def _combine(verdicts: list[str]) -> str:
+    """One verdict for a claim about every case, from the per-case verdicts: ``supported`` when all are,
+    ``contradicted`` when all are, ``partly supported`` when some are supported and none contradicted, else
+    ``inconclusive`` (``inconclusive (1 seed)`` when that is the reason)."""
+    if not verdicts or all(v == "not run" for v in verdicts):
+        return "not run"
+    verdicts = [v for v in verdicts if v != "not run"]
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    if all(v == "contradicted" for v in verdicts):
+        return "contradicted"
+    if any(v == "supported" for v in verdicts) and not any(v == "contradicted" for v in verdicts):
+        return "partly supported"
+    if all(v == "inconclusive (1 seed)" for v in verdicts):
+        return "inconclusive (1 seed)"
+    return "inconclusive"
+
+
+def _by_seed(found: list[dict], value) -> dict[int, object]:
+    return {int(r["config"]["seed"]): value(r) for r in found}
+
+
+def _adversary_outcomes(result: dict) -> np.ndarray:
+    """Per grid image: right at every shift of the adversary's largest window (App. B)."""
+    correct = unpack_bits(result, "grid_correct_bits")
+    reach = np.abs(shift_grid(result["config"]["grid_range"])).max(axis=1)
+    return correct[:, reach <= int(result["adversary_max_shift"][-1])].all(axis=1)
+
+
+def _shift_spread(result: dict) -> float:
+    """Fig. 11's degradation: best minus worst accuracy over the grid of shifts."""
+    grid = np.asarray(result["accuracy_by_shift"])
+    return float(grid.max() - grid.min())
+
+
+def claims(results: list[dict], timing: dict | None, profile: str,
+           padding: list[dict] | None = None) -> list[dict]:
+    """The chapter's claims table: the paper's claim and number (for the filter we measured), ours, and a verdict.
+
+    Comparisons are paired: models of one seed saw the same training order, the same test images and the same random
+    test shifts, so each seed gives a difference of per-image outcomes (with its exact McNemar p-value), and the
+    verdict is the Student-t interval of those differences over the seeds (:func:`lib.claims.verdict_paired`); one
+    seed gives ``inconclusive (1 seed)`` whatever its p-value. Claims about every filter or layer combine the per-case
+    verdicts (:func:`_combine`). ``padding``: the zero-padded baseline runs, for the circular-padding row.
+    """
     s = _settings(profile)
     groups = group(results)
-    family, taps = s["headline"]
-    blurred = filter_label(family, taps)
-
-    def values(pool, fam, t, augment, field):
-        return [r[field] for r in groups.get((pool, fam, t, augment), [])]
-
-    def pct(v):
-        return 100 * np.asarray(v, dtype=np.float64)
-
-    # verdicts compare fractions, with the binomial noise of the test sample on top of the seeds' spread: at one
-    # seed that noise is all there is to tell a real gap from chance (±2 points on 500 images, ±0.6 on 10,000)
-    base = {a: {f: values("max", "rect", 1, a, f) for f in ("accuracy", "consistency")} for a in (False, True)}
-    blur = {a: {f: values("maxblur", family, taps, a, f) for f in ("accuracy", "consistency")} for a in (False, True)}
-    stored = [r for found in groups.values() for r in found]
-    n_test = (stored[0]["config"]["test_size"] or CIFAR10_TEST_IMAGES) if stored else None
-    n_grid = stored[0]["config"]["grid_images"] if stored else None
+    blurred = [tuple(f) for f in s["filters"] if f[1] > 1]
     rows = []
 
-    def add(claim, paper, ours, verdict):
-        rows.append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict})
+    def add(claim, paper, ours, verdict, exact=False):
+        rows.append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "exact": exact})
 
-    def fmt(v):
-        return format_mean_sd(pct(v), digits=1, unit="%")
+    def fmt(found, field):
+        return format_mean_sd([100 * r[field] for r in found], digits=1, unit="%")
 
-    add(f"No augmentation: blurring raises accuracy (baseline vs {blurred})", "91.6% → 93.3% (Triangle-5)",
-        f"{fmt(base[False]['accuracy'])} → {fmt(blur[False]['accuracy'])}",
-        verdict_greater(blur[False]["accuracy"], base[False]["accuracy"], sampling_n=n_test))
-    add(f"No augmentation: blurring raises consistency (baseline vs {blurred})", "88.1% → 98.2% (Triangle-5)",
-        f"{fmt(base[False]['consistency'])} → {fmt(blur[False]['consistency'])}",
-        verdict_greater(blur[False]["consistency"], base[False]["consistency"], sampling_n=n_test))
-    add(f"With augmentation: blurring raises consistency ({blurred})", "96.6% → 98.6% (Triangle-5)",
-        f"{fmt(base[True]['consistency'])} → {fmt(blur[True]['consistency'])}",
-        verdict_greater(blur[True]["consistency"], base[True]["consistency"], sampling_n=n_test))
-    add(f"With augmentation: blurring keeps accuracy (at most 1 point lower; {blurred})", "93.4% vs 93.3% (Triangle-5)",
-        f"{fmt(base[True]['accuracy'])} vs {fmt(blur[True]['accuracy'])}",
-        verdict_not_worse(blur[True]["accuracy"], base[True]["accuracy"], tolerance=0.01, sampling_n=n_test))
-    add("Blurring removes much of the need for shift augmentation: blurred without augmentation is more consistent "
-        "than the baseline with it", "98.2% vs 96.6%",
-        f"{fmt(blur[False]['consistency'])} vs {fmt(base[True]['consistency'])}",
-        verdict_greater(blur[False]["consistency"], base[True]["consistency"], sampling_n=n_test))
+    def bits(key, field):
+        return _by_seed(groups.get(key, []), lambda r: unpack_bits(r, field))
 
-    # variation (Fig. 6): every blurred model has a lower median variation than the baseline with the same training
-    lower = total = 0
-    for key, found in groups.items():
-        if key[0] != "maxblur" or key[2] == 1:
-            continue
-        baseline = groups.get(("max", "rect", 1, key[3]))
-        if baseline:
-            total += 1
-            lower += np.median(np.concatenate([r["variation"] for r in found])) < \
-                np.median(np.concatenate([r["variation"] for r in baseline]))
-    add("Blurring lowers classification variation (median, each filter × augmentation setting vs baseline)",
-        "all filters (Fig. 6)", f"{lower} of {total} lower", verdict_every(lower, total))
+    def compare(reference_key, candidate_key, field, margin=0.0):
+        comparison = paired_outcomes(bits(reference_key, field), bits(candidate_key, field))
+        return comparison, verdict_paired_margin(comparison["differences"], margin=margin)
 
-    # smoothness (Fig. 7): per conv layer, TV with the headline filter below the baseline's
-    smoother = layers_total = 0
-    for augment in (False, True):
-        b, f = groups.get(("max", "rect", 1, augment)), groups.get(("maxblur", family, taps, augment))
-        if b and f:
-            for layer in b[0]["total_variation"]:
-                layers_total += 1
-                smoother += np.mean([r["total_variation"][layer] for r in f]) < \
-                    np.mean([r["total_variation"][layer] for r in b])
-    add(f"Learned filters get smoother: normalised TV lower with {blurred} (per layer, both settings)",
-        "lower in every layer (Fig. 7)", f"{smoother} of {layers_total} layers",
-        verdict_every(smoother, layers_total))
+    def base(augment):
+        return ("max", "rect", 1, augment)
 
-    # App. C: blur → downsample (maxblur) against blur → pool (blurmax), accuracy and consistency, per case
-    wins = cases = 0
-    for key, found in groups.items():
+    def paper_row(filter):
+        return PAPER_TABLE1.get(filter)
+
+    # Table 1 / Fig. 5, per filter we trained: the four comparisons of §4.2, with the paper's row for that filter
+    for filter in blurred:
+        label, key = filter_label(*filter), lambda augment: ("maxblur",) + filter + (augment,)
+        paper = paper_row(filter)
+        specs = [
+            ("No augmentation: blurring raises accuracy", False, False, "accuracy", "correct_bits", 0, 0.0),
+            ("No augmentation: blurring raises consistency", False, False, "consistency", "consistent_bits", 2, 0.0),
+            ("With augmentation: blurring raises consistency", True, True, "consistency", "consistent_bits", 5, 0.0),
+            ("With augmentation: blurring keeps accuracy (at most 1 point lower)", True, True, "accuracy",
+             "correct_bits", 3, 0.01),
+            ("Blurred *without* augmentation is more consistent than the baseline *with* it", True, False,
+             "consistency", "consistent_bits", None, 0.0),
+        ]
+        for claim, base_aug, blur_aug, field, bit_field, column, margin in specs:
+            b, f = groups.get(base(base_aug), []), groups.get(key(blur_aug), [])
+            comparison, verdict = compare(base(base_aug), key(blur_aug), bit_field, margin)
+            if paper is None:
+                paper_text = "–"
+            elif column is None:
+                paper_text = f"{PAPER_TABLE1[('rect', 1)][5]:.1f}% vs {paper[2]:.1f}%"
+            else:
+                paper_text = f"{PAPER_TABLE1[('rect', 1)][column]:.1f}% → {paper[column]:.1f}%"
+            arrow = " vs " if column is None else " → "
+            add(f"{claim} ({label})", paper_text,
+                f"{fmt(b, field)}{arrow}{fmt(f, field)}; paired {format_paired(comparison)}" if b and f else "not run",
+                verdict if b and f else "not run")
+
+    # the zero-padded control (§4.1: circular convolutions cost 0.4 points with augmentation, 93.8% vs 93.4%)
+    padded = [r for r in (padding or []) if r is not None and r["config"].get("circular") is False
+              and r["config"]["augment"]]
+    if padded:
+        circular = groups.get(base(True), [])
+        comparison = paired_outcomes(_by_seed(circular, lambda r: unpack_bits(r, "correct_bits")),
+                                     _by_seed(padded, lambda r: unpack_bits(r, "correct_bits")))
+        add("Zero padding instead of circular costs little: baseline with augmentation, zero-padded vs circular",
+            "93.8% vs 93.4% (+0.4 pt)", f"{fmt(padded, 'accuracy')} vs {fmt(circular, 'accuracy')}; paired "
+            f"{format_paired(comparison)}", verdict_paired_margin(comparison["differences"]))
+
+    # Fig. 6: every blurred model has a lower median variation than the baseline of its setting (paired seeds)
+    cases = []
+    for filter in blurred:
+        for augment in (False, True):
+            b, f = groups.get(base(augment), []), groups.get(("maxblur",) + filter + (augment,), [])
+            if b and f:
+                medians_b = _by_seed(b, lambda r: float(np.median(r["variation"])))
+                medians_f = _by_seed(f, lambda r: float(np.median(r["variation"])))
+                seeds = sorted(set(medians_b) & set(medians_f))
+                cases.append(verdict_paired([medians_b[k] - medians_f[k] for k in seeds]))
+    add("Blurring lowers the median classification variation (each filter × setting vs the baseline)",
+        "every filter (Fig. 6)", f"{cases.count('supported')} of {len(cases)} cases supported by paired seeds",
+        _combine(cases))
+
+    # Fig. 6 and §4.2: "as the filter size is increased, the output classification variation decreases"
+    binomials = sorted(t for f, t in blurred if f == "binomial")
+    if len(binomials) >= 2:
+        small, large = binomials[0], binomials[-1]
+        cases, texts = [], []
+        for augment in (False, True):
+            a = _by_seed(groups.get(("maxblur", "binomial", small, augment), []),
+                         lambda r: float(np.median(r["variation"])))
+            b = _by_seed(groups.get(("maxblur", "binomial", large, augment), []),
+                         lambda r: float(np.median(r["variation"])))
+            seeds = sorted(set(a) & set(b))
+            cases.append(verdict_paired([a[k] - b[k] for k in seeds]))
+            texts.append(f"{'aug' if augment else 'no aug'}: {format_mean_sd([a[k] for k in seeds], digits=4)} → "
+                         f"{format_mean_sd([b[k] for k in seeds], digits=4)}")
+        add(f"A larger filter lowers variation further (median, Binomial-{small} → Binomial-{large}, both settings)",
+            "decreasing with filter size (Fig. 6)", "; ".join(texts), _combine(cases))
+
+    # Fig. 7: per conv layer, normalised TV lower with each blur than with the baseline (paired seeds)
+    for filter in blurred[:1] if profile == "quick" else blurred:
+        cases = []
+        for augment in (False, True):
+            b, f = groups.get(base(augment), []), groups.get(("maxblur",) + filter + (augment,), [])
+            if b and f:
+                tv_b, tv_f = _by_seed(b, lambda r: r["total_variation"]), _by_seed(f, lambda r: r["total_variation"])
+                seeds = sorted(set(tv_b) & set(tv_f))
+                for layer in b[0]["total_variation"]:
+                    cases.append(verdict_paired([tv_b[k][layer] - tv_f[k][layer] for k in seeds]))
+        add(f"Learned filters get smoother: normalised TV lower with {filter_label(*filter)} (every conv layer, both "
+            f"settings)", "lower in every layer (Fig. 7)",
+            f"{cases.count('supported')} of {len(cases)} layer × setting cases supported, "
+            f"{cases.count('contradicted')} contradicted", _combine(cases))
+
+    # Fig. 4: exact properties of circular networks, and blurring keeping more equivariance
+    with_maps = [r for found in groups.values() for r in found if "equivariance" in r]
+    if with_maps:
+        before = max(float(np.abs(m).max()) for r in with_maps
+                     for name, m in zip(r["equivariance"]["layers"], np.asarray(r["equivariance"]["maps"]))
+                     if name in ("pixels", "conv1_1", "conv1_2", "pool1 (dense)"))
+        add("Every layer before the first downsampling is exactly shift-equivariant (circular network)",
+            "distance 0 at all shifts (Fig. 4)", f"largest distance {before:.1e} over {len(with_maps)} models",
+            "supported" if before < 1e-4 else "contradicted", exact=True)
+        modulo = max(modulo_equivariance_error(r) for r in with_maps)
+        add("Modulo-N equivariance: distance 0 at shifts that are multiples of each layer's accumulated stride "
+            "(N doubling with each downsampling)", "holds (Fig. 4a)",
+            f"largest distance {modulo:.1e} at those shifts", "supported" if modulo < 1e-4 else "contradicted",
+            exact=True)
+        base_maps = _by_seed([r for r in groups.get(base(False), []) if "equivariance" in r], _relative_equivariance)
+        for filter in blurred:
+            blur_maps = _by_seed([r for r in groups.get(("maxblur",) + filter + (False,), []) if "equivariance" in r],
+                                 _relative_equivariance)
+            seeds = sorted(set(base_maps) & set(blur_maps))
+            if not seeds:
+                continue
+            # the layers after the first subsampling, where the two networks differ
+            layers = [n for n in base_maps[seeds[0]] if layer_stride(n) is None or layer_stride(n) > 1]
+            cases = [verdict_paired([base_maps[k][n] - blur_maps[k][n] for k in seeds]) for n in layers]
+            lower = sum(np.mean([blur_maps[k][n] for k in seeds]) < np.mean([base_maps[k][n] for k in seeds])
+                        for n in layers)
+            add(f"Blurred pooling keeps features more shift-equivariant ({filter_label(*filter)} vs baseline, no "
+                f"augmentation; every layer from pool1 (ds) on)", "better preserved in every layer (Fig. 4b)",
+                f"mean relative distance lower in {lower} of {len(layers)} layers (n={len(seeds)} seeds)",
+                _combine(cases))
+            dense_jump = [np.mean([base_maps[k][f"pool{b} (ds)"] - base_maps[k][f"pool{b} (dense)"] for k in seeds])
+                          for b in range(1, 6) if f"pool{b} (ds)" in base_maps[seeds[0]]]
+            break
+        else:
+            dense_jump = []
+        if base_maps and dense_jump:
+            seeds = sorted(base_maps)
+            cases = [verdict_paired([base_maps[k][f"pool{b} (ds)"] - base_maps[k][f"pool{b} (dense)"] for k in seeds])
+                     for b in range(1, 4)]
+            add("Equivariance is lost at subsampling, not at dense max-pooling: baseline pool1–3, distance after "
+                "(ds) above before (dense)", "lost in pool (ds) (Fig. 4a)",
+                "jump " + ", ".join(f"{100 * j:+.1f}" for j in dense_jump[:3]) + " % of the different-image distance",
+                _combine(cases))
+
+    # App. B: the shift adversary at the grid's largest window, per grid image (paired McNemar within a seed)
+    def adversary(key):
+        return _by_seed([r for r in groups.get(key, []) if "grid_correct_bits" in r], _adversary_outcomes)
+
+    if binomials:
+        largest = binomials[-1]
+        reference, candidate = adversary(base(True)), adversary(("maxblur", "binomial", largest, False))
+        comparison = paired_outcomes(reference, candidate)
+        reach = next((int(r["adversary_max_shift"][-1]) for found in groups.values() for r in found), s["grid_range"])
+        add(f"Shift adversary (max shift {reach}): Binomial-{largest} without augmentation beats the baseline with "
+            f"augmentation", "Binomial-7 above the baseline (Fig. 9)",
+            f"paired {format_paired(comparison)}" if comparison["seeds"] else "not run",
+            verdict_paired(comparison["differences"]))
+        if len(binomials) >= 2:
+            cases, texts = [], []
+            for augment in (False, True):
+                comparison = paired_outcomes(adversary(("maxblur", "binomial", binomials[0], augment)),
+                                             adversary(("maxblur", "binomial", largest, augment)))
+                cases.append(verdict_paired(comparison["differences"]))
+                texts.append(f"{'aug' if augment else 'no aug'} {format_paired(comparison)}")
+            add(f"A larger binomial resists the adversary more (Binomial-{binomials[0]} → Binomial-{largest}, both "
+                f"settings)", "increasing with filter size (Fig. 9)", "; ".join(texts), _combine(cases))
+
+    # App. D, Fig. 11: without augmentation the baseline's accuracy varies with the shift more than a blurred model's
+    cases, texts = [], []
+    spread_base = _by_seed(groups.get(base(False), []), _shift_spread)
+    for filter in blurred:
+        spread = _by_seed(groups.get(("maxblur",) + filter + (False,), []), _shift_spread)
+        seeds = sorted(set(spread) & set(spread_base))
+        if seeds:
+            cases.append(verdict_paired([spread_base[k] - spread[k] for k in seeds]))
+            texts.append(f"{filter_label(*filter)} {format_mean_sd([100 * spread[k] for k in seeds], digits=1)}")
+    if cases:
+        add("Accuracy degrades with shift less after blurring: best − worst accuracy over the shift grid, no "
+            "augmentation (points)", "baseline degrades quickly; Binomial-7 largely flat (Fig. 11)",
+            f"baseline {format_mean_sd([100 * v for v in spread_base.values()], digits=1)}; " + "; ".join(texts),
+            _combine(cases))
+
+    # App. C: blur → downsample (maxblur) against blur → pool (blurmax), per filter and setting
+    cases, texts = [], []
+    for key, found in sorted(groups.items()):
         if key[0] != "blurmax":
             continue
-        proposed = groups.get(("maxblur",) + key[1:])
-        if proposed:
-            for field in ("accuracy", "consistency"):
-                cases += 1
-                wins += np.mean([r[field] for r in proposed]) > np.mean([r[field] for r in found])
-    add("Blur-then-downsample beats blur-then-pool (App. C; accuracy and consistency, each filter and setting)",
-        "lower for most filters with blur→pool (Fig. 10)", f"{wins} of {cases} comparisons won by blur→downsample",
-        verdict_fraction(wins, cases))
+        for field, bit_field in (("accuracy", "correct_bits"), ("consistency", "consistent_bits")):
+            comparison, verdict = compare(key, ("maxblur",) + key[1:], bit_field)
+            if comparison["seeds"]:
+                cases.append(verdict)
+                texts.append(comparison)
+    if cases:
+        wins = sum(np.mean(c["differences"]) > 0 for c in texts)
+        significant = sum(all(p < 0.05 for p in c["p_values"]) and np.mean(c["differences"]) > 0 for c in texts)
+        add("Blur-then-downsample beats blur-then-pool (App. C; accuracy and consistency, each filter and setting)",
+            "blur→pool lower for most filters (Fig. 10)",
+            f"{wins} of {len(texts)} comparisons won by blur→downsample ({significant} with McNemar p < 0.05)",
+            _combine(cases))
 
-    # App. B: the largest binomial filter without augmentation against the baseline with it, at the largest shift
-    big = max((t for f, t in s["filters"] if f == "binomial"), default=None)
-    if big:
-        adversary_blur = [r["adversary_accuracy"][-1] for r in groups.get(("maxblur", "binomial", big, False), [])]
-        adversary_base = [r["adversary_accuracy"][-1] for r in groups.get(("max", "rect", 1, True), [])]
-        reach = max((int(r["adversary_max_shift"][-1]) for r in groups.get(("max", "rect", 1, True), [])),
-                    default=s["grid_range"])
-        add(f"Shift adversary: Binomial-{big} without augmentation beats the baseline with augmentation "
-            f"(max shift {reach})", "Binomial-7 above baseline (Fig. 9)",
-            f"{fmt(adversary_blur)} vs {fmt(adversary_base)}",
-            verdict_greater(adversary_blur, adversary_base, sampling_n=n_grid))
+    # Table 1, with augmentation: very large rectangles trade accuracy for consistency
+    large = [f for f in blurred if f[0] == "rect" and f[1] >= 5]
+    moderate = [f for f in blurred if f[0] == "rect" and 2 <= f[1] <= 4]
+    if large and moderate:
+        def mean_of(filters, field):
+            return [np.mean([r[field] for r in groups.get(("maxblur",) + f + (True,), [])]) for f in filters
+                    if groups.get(("maxblur",) + f + (True,))]
+        n_seeds = min(len(groups.get(("maxblur",) + f + (True,), [])) for f in large + moderate)
+        acc_l, acc_m = mean_of(large, "accuracy"), mean_of(moderate, "accuracy")
+        con_l, con_m = mean_of(large, "consistency"), mean_of(moderate, "consistency")
+        holds = np.mean(acc_l) < np.mean(acc_m) and np.mean(con_l) > np.mean(con_m)
+        add("With augmentation, very large rectangles (Rect-5–7) buy consistency with accuracy (vs Rect-2–4)",
+            "e.g. Rect-7 90.5% / 99.0% vs Rect-3 93.6% / 97.9%",
+            f"accuracy {100 * np.mean(acc_l):.1f}% vs {100 * np.mean(acc_m):.1f}%, consistency "
+            f"{100 * np.mean(con_l):.1f}% vs {100 * np.mean(con_m):.1f}%",
+            ("inconclusive (1 seed)" if n_seeds < 2 else ("supported" if holds else "contradicted")))
+    else:
+        add("With augmentation, very large rectangles (Rect-5–7) buy consistency with accuracy (vs Rect-2–4)",
+            "e.g. Rect-7 90.5% / 99.0% vs Rect-3 93.6% / 97.9%",
+            f"not run (the {profile} profile trains {', '.join(filter_label(*f) for f in blurred)})", "not run")
 
     if timing is not None:
-        added = {row["model"]: row["added_percent"] for row in timing["rows"]}
-        largest = max((k for k in added if "filter" in k), key=lambda k: int(k.split("+ ")[-1].split("×")[0]))
-        paper_added = 100 * (PAPER_TABLE2[largest] / PAPER_TABLE2["Baseline"] - 1) if largest in PAPER_TABLE2 \
-            else float("nan")
-        add(f"Timing: the largest filter adds little per forward pass ({largest.split('+ ')[-1]}; within 2× of the "
-            f"paper's overhead)", f"+{paper_added:.1f}% (dense pool +3.0%)",
-            f"{added[largest]:+.1f}% (dense pool {added['+ dense pool']:+.1f}%), width {timing['width']}",
-            verdict_at_most(added[largest], 2 * paper_added))
+        rows_by_model = {row["model"]: row for row in timing["rows"]}
+        filtered = [k for k in rows_by_model if "filter" in k and "separable" not in k]
+        largest_row = max(filtered, key=lambda k: int(k.split("+ ")[-1].split("×")[0]))
+        ratio = timing_ratio(rows_by_model[largest_row], rows_by_model["Baseline"])
+        paper_added = 100 * (PAPER_TABLE2[largest_row] / PAPER_TABLE2["Baseline"] - 1) \
+            if largest_row in PAPER_TABLE2 else float("nan")
+        ours = (f"{ratio['median']:+.1f}% [{ratio['low']:+.1f}, {ratio['high']:+.1f}] (median of paired rounds, 95% CI; "
+                f"{timing.get('device', 'cpu').upper()}, width {timing['width']})")
+        if timing.get("device", "cpu") != "cuda":
+            verdict = "not comparable (CPU timing; the paper's claim is about a GPU)"
+        elif ratio["high"] <= 2 * paper_added:
+            verdict = "supported"
+        elif ratio["low"] > 2 * paper_added:
+            verdict = "contradicted"
+        else:
+            verdict = "inconclusive"
+        add(f"Timing: the largest filter adds little per forward pass ({largest_row.split('+ ')[-1]}; within 2× of "
+            f"the paper's overhead)", f"+{paper_added:.1f}% (GTX 1080 Ti)", ours, verdict)
     return rows
+
+
+def timing_ratio(row: dict, baseline: dict, confidence: float = 0.95) -> dict:
+    """Added time of a variant over the baseline in percent: the median over rounds of the paired ratio (the
+    variants ran interleaved, one round each), with a distribution-free confidence interval for that median from
+    the order statistics of the binomial(n, ½) law. Falls back to the medians' ratio without per-round times."""
+    from scipy.stats import binom
+    if "times_ms" not in row or "times_ms" not in baseline:
+        value = 100 * (row["median_ms"] / baseline["median_ms"] - 1)
+        return {"median": value, "low": float("nan"), "high": float("nan")}
+    ratios = np.sort(100 * (np.asarray(row["times_ms"]) / np.asarray(baseline["times_ms"]) - 1))
+    n = len(ratios)
+    # [x_(k), x_(n-k+1)] covers the median with probability 1 - 2 P(B <= k - 1), B ~ Bin(n, 1/2): the largest such k
+    k = 0
+    while k + 1 <= n // 2 and binom.cdf(k, n, 0.5) <= (1 - confidence) / 2:
+        k += 1
+    if k == 0:  # too few rounds for any interval at this confidence
+        return {"median": float(np.median(ratios)), "low": float("nan"), "high": float("nan")}
+    return {"median": float(np.median(ratios)), "low": float(ratios[k - 1]), "high": float(ratios[n - k])}
