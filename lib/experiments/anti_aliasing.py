@@ -534,11 +534,19 @@ def plot_filters(filters=None):
     fig_k, axes = figure(rows, cols, width=10, height=1.25 * rows)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (family, taps) in zip(axes.flat, filters):
-        kernel = blur_kernel_2d(family, taps)
+    # every kernel centred on one 7×7 canvas, grey outside it: with each scaled to its own maximum alone, Delta
+    # and every Rect-N would look identical; the titles give that maximum
+    kernels = [blur_kernel_2d(family, taps) for family, taps in filters]
+    canvas = max(k.shape[0] for k in kernels)
+    image = None
+    for ax, (family, taps), kernel in zip(axes.flat, filters, kernels):
+        padded = np.full((canvas, canvas), np.nan)   # grey outside the kernel
+        start = (canvas - kernel.shape[0]) // 2
+        padded[start:start + kernel.shape[0], start:start + kernel.shape[1]] = kernel
         limit = np.abs(kernel).max()
-        ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(filter_label(family, taps), fontsize=7)
+        image = ax.imshow(padded / limit, cmap=_kernel_cmap(), vmin=-1, vmax=1)
+        ax.set_title(f"{filter_label(family, taps)}\nmax {limit:.3f}", fontsize=7)
+    fig_k.colorbar(image, ax=list(axes.flat), shrink=0.8, label="weight / kernel's max")
     families = ["rect", "triangle", "binomial", "window", "least_squares"]
     fig_f, faxes = figure(1, len(families), width=10, height=2.4, sharey=True)
     freqs = frequencies(256)
@@ -558,9 +566,37 @@ def plot_filters(filters=None):
     return fig_k, fig_f
 
 
+def _kernel_cmap():
+    import matplotlib
+    cmap = matplotlib.colormaps["RdBu_r"].copy()
+    cmap.set_bad("0.8")  # the canvas around a kernel smaller than 7×7
+    return cmap
+
+
+MIN_AXIS_SPAN = 3.0  # percentage points: a narrower axis makes one test image look like a trend
+
+
+def _error_bar(found: list[dict], field: str) -> float:
+    """Half-width drawn around a point: the seeds' sd, or with one seed the test sample's binomial sd."""
+    values = [r[field] for r in found]
+    if len(values) > 1:
+        return 100 * float(np.std(values, ddof=1))
+    n = found[0].get("n_test") or found[0]["config"].get("test_size") or CIFAR10_TEST_IMAGES
+    return 100 * float(np.sqrt(values[0] * (1 - values[0]) / n))
+
+
+def _min_span(ax, span: float) -> None:
+    for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
+        low, high = get()
+        if high - low < span:
+            middle = (low + high) / 2
+            set_(middle - span / 2, middle + span / 2)
+
+
 def plot_consistency_vs_accuracy(results: list[dict], pools=("maxblur",), grey_pool: str | None = None):
     """Fig. 5 (and Fig. 10 with ``grey_pool="blurmax"``): consistency against accuracy, marker = taps, colour =
-    family; without (left) and with (right) shift augmentation."""
+    family; without (left) and with (right) shift augmentation. Bars: the seeds' sd (one seed: the test sample's
+    binomial sd); axes span at least ``MIN_AXIS_SPAN`` points."""
     from ..plotting import figure
     groups = group(results)
     fig, axes = figure(1, 2, width=9, height=3.6)
@@ -570,6 +606,8 @@ def plot_consistency_vs_accuracy(results: list[dict], pools=("maxblur",), grey_p
             found = groups[key]
             acc = 100 * np.mean([r["accuracy"] for r in found])
             cons = 100 * np.mean([r["consistency"] for r in found])
+            ax.errorbar(acc, cons, xerr=_error_bar(found, "accuracy"), yerr=_error_bar(found, "consistency"),
+                        color=FAMILY_COLOURS[family], lw=0.8, zorder=2)
             ax.scatter(acc, cons, marker=TAP_MARKERS.get(taps, "o"), s=90 if taps == 1 else 60,
                        color=FAMILY_COLOURS[family], edgecolor="black", linewidth=0.5, zorder=3,
                        label=model_label(key[0], key[1], key[2]))
@@ -583,6 +621,7 @@ def plot_consistency_vs_accuracy(results: list[dict], pools=("maxblur",), grey_p
                                 arrowprops=dict(arrowstyle="->", color="0.6", lw=0.8))
         ax.set_xlabel("test accuracy, unshifted (%)")
         ax.set_title("with shift augmentation" if augment else "without shift augmentation")
+        _min_span(ax, MIN_AXIS_SPAN)
     axes[0].set_ylabel("classification consistency (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     if grey_pool:
@@ -616,9 +655,14 @@ def plot_equivariance(result: dict, title: str, scale: np.ndarray | None = None)
     for ax in axes.flat:
         ax.axis("off")
     for ax, name, heat, limit in zip(axes.flat, layers, eq["maps"], scale):
-        # blue = 0 (exactly equivariant), red = the layer's limit
-        ax.imshow(np.clip(heat, 0, None), cmap="RdBu_r", vmin=0, vmax=max(float(limit), 1e-6), extent=extent)
-        ax.set_title(name, fontsize=7)
+        # blue = 0 (exactly equivariant), red = the layer's limit; the maps are drawn as a fraction of it, so that
+        # one colour bar serves every layer (the limit in each title)
+        image = ax.imshow(np.clip(heat, 0, None) / max(float(limit), 1e-6), cmap="RdBu_r", vmin=0, vmax=1,
+                          extent=extent)
+        ax.set_title(f"{name}\n" + (f"red = {float(limit):.2g}" if limit > 1e-6 else "exact (0)"), fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="distance / layer's red")
     fig.suptitle(title, fontsize=9)
     return fig
 
@@ -708,6 +752,38 @@ def plot_accuracy_by_shift(results: list[dict], augment: bool = False):
     ax.set_xlabel("diagonal shift Δh = Δw")
     ax.set_title("diagonal", fontsize=8)
     ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=6, loc="lower center")
+    return fig
+
+
+def plot_shift_probability(results: list[dict], augment: bool = False, images: int = FIG2_IMAGES):
+    """Fig. 2: probability of the correct class against horizontal and diagonal shifts for a few test images,
+    baseline against each blurred model (the first seed of each; all trained without augmentation by default)."""
+    from ..plotting import figure
+    groups = group(results)
+    keys = [k for k in _ordered(groups, augment=augment) if "p_correct_by_shift" in groups[k][0]]
+    if not keys:
+        raise ValueError("no stored result has p_correct_by_shift: recompute the table1 runs")
+    first = {k: min(groups[k], key=lambda r: r["config"]["seed"]) for k in keys}
+    shown = min(images, min(len(first[k]["p_correct_by_shift"]) for k in keys))
+    fig, axes = figure(2, shown, width=10, height=3.6, sharey=True)
+    values = first[keys[0]]["shift_values"]
+    centre = int(np.flatnonzero(values == 0)[0])
+    for i in range(shown):
+        for row, (name, pick) in enumerate((("horizontal shift Δw (Δh = 0)", lambda p: p[centre]),
+                                            ("diagonal shift Δh = Δw", np.diag))):
+            ax = axes[row, i]
+            for key in keys:
+                probability = np.asarray(first[key]["p_correct_by_shift"][i])
+                ax.plot(values, pick(probability), "-", lw=1.2, color=_colour(key), label=first[key]["label"])
+            ax.set_ylim(-0.02, 1.02)
+            if i == 0:
+                ax.set_ylabel(f"p(correct)\n{name.split(' Δ')[0]}", fontsize=7)
+            if row == 0:
+                ax.set_title(f"test image {i + 1}", fontsize=8)
+            else:
+                ax.set_xlabel("shift (pixels)", fontsize=7)
+    axes[0, -1].legend(fontsize=6, loc="lower right")
     return fig
 
 
@@ -729,18 +805,26 @@ def timing_rows(result: dict) -> list[dict]:
 
 # --- the widget (no results needed) ---------------------------------------------------------------------------------
 
-def filter_frame(family: str, taps: int, dpi: int = 60) -> bytes:
+def filter_frame(family: str, taps: int, dpi: int = 90) -> bytes:
     """One widget frame: a filter's 2-D kernel, its magnitude response, and the toy signal max-blur-pooled at every
     shift (a shift-invariant result would give the same samples for all shifts)."""
     import matplotlib.pyplot as plt
     from ..filters.blur import blur_filter, blur_kernel_2d
     from ..spectra import frequencies, magnitude_response
     # a plain figure (no constrained layout): 19 frames are drawn on every execution
-    fig, axes = plt.subplots(1, 3, figsize=(8.4, 2.3), gridspec_kw={"wspace": 0.35})
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0), gridspec_kw={"wspace": 0.4, "width_ratios": [0.8, 1, 1.2]})
     kernel = blur_kernel_2d(family, taps)
+    # on the 7×7 canvas of the largest filter, outside the kernel grey (its size visible), colours scaled to its
+    # own largest weight (printed: the shape visible too)
+    canvas = np.full((7, 7), np.nan)
+    start = (7 - taps) // 2
+    canvas[start:start + taps, start:start + taps] = kernel
     limit = np.abs(kernel).max()
-    axes[0].imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    axes[0].set_title(f"{filter_label(family, taps)}: 2-D kernel")
+    axes[0].imshow(canvas, cmap=_kernel_cmap(), vmin=-limit, vmax=limit)
+    axes[0].set_title(f"{filter_label(family, taps)}: {taps}×{taps} kernel\n(max weight {kernel.max():.2f})",
+                      fontsize=9)
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
     axes[0].grid(False)
     freqs = frequencies(256)
     keep = freqs >= 0
@@ -752,15 +836,18 @@ def filter_frame(family: str, taps: int, dpi: int = 60) -> bytes:
     axes[1].set_xlabel("cycles/sample (output Nyquist: 0.25)")
     signal = np.array(metrics.TOY_SIGNAL)
     outputs = np.array([metrics.toy_max_blur_pool(signal, (family, taps), shift) for shift in range(len(signal))])
-    colours = plt.get_cmap("viridis")(np.linspace(0, 1, len(signal)))
-    for shift, (row, colour) in enumerate(zip(outputs, colours)):
-        axes[2].plot(row, "o-", color=colour, ms=3, lw=1, label=str(shift))
+    cmap = plt.get_cmap("viridis", len(signal))
+    for shift, row in enumerate(outputs):
+        axes[2].plot(row, "o-", color=cmap(shift), ms=4, lw=1.2)
     axes[2].set_ylim(-0.05, 1.05)
     axes[2].set_xticks(range(outputs.shape[1]))
     axes[2].set_xlabel("output sample")
-    axes[2].set_title(f"toy output, 8 shifts (spread {outputs.std(axis=0).mean():.2f})")
-    axes[2].legend(title="shift", fontsize=5, title_fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.subplots_adjust(left=0.04, right=0.9, bottom=0.2, top=0.88)
+    axes[2].set_title(f"toy output, one line per input shift\n(spread {outputs.std(axis=0).mean():.2f})", fontsize=9)
+    # a discrete colour bar instead of an 8-entry legend
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(signal) - 0.5), cmap=cmap), ax=axes[2],
+                       ticks=range(len(signal)), fraction=0.08, pad=0.03)
+    bar.set_label("input shift (samples)")
+    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.2, top=0.82)
     # one draw instead of the two of bbox_inches="tight" (frames are re-drawn on every execution)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -768,7 +855,7 @@ def filter_frame(family: str, taps: int, dpi: int = 60) -> bytes:
     return buffer.getvalue()
 
 
-def widget_frames(dpi: int = 60) -> tuple[list[bytes], list[str]]:
+def widget_frames(dpi: int = 90) -> tuple[list[bytes], list[str]]:
     """Frames and labels of the filter explorer: all 19 filters of Table 1."""
     filters = table1_filters()
     return [filter_frame(f, t, dpi) for f, t in filters], [filter_label(f, t) for f, t in filters]
@@ -783,7 +870,7 @@ def layer_stride(name: str) -> int | None:
         return 2 ** (int(name[4]) - 1)
     if name.startswith("pool"):
         return 2 ** (int(name[4]) - (0 if name.endswith("(ds)") else 1))
-    return 1 if name == "pixels" else None
+    return 1 if name == "pix" else None
 
 
 def modulo_equivariance_error(result: dict) -> float:
@@ -891,7 +978,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
             ("With augmentation: blurring raises consistency", True, True, "consistency", "consistent_bits", 5, 0.0),
             ("With augmentation: blurring keeps accuracy (at most 1 point lower)", True, True, "accuracy",
              "correct_bits", 3, 0.01),
-            ("Blurred *without* augmentation is more consistent than the baseline *with* it", True, False,
+            ("Blurring replaces shift augmentation: baseline *with* it vs blurred *without*, consistency", True, False,
              "consistency", "consistent_bits", None, 0.0),
         ]
         for claim, base_aug, blur_aug, field, bit_field, column, margin in specs:
@@ -970,7 +1057,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
     if with_maps:
         before = max(float(np.abs(m).max()) for r in with_maps
                      for name, m in zip(r["equivariance"]["layers"], np.asarray(r["equivariance"]["maps"]))
-                     if name in ("pixels", "conv1_1", "conv1_2", "pool1 (dense)"))
+                     if name in ("pix", "conv1_1", "conv1_2", "pool1 (dense)"))
         add("Every layer before the first downsampling is exactly shift-equivariant (circular network)",
             "distance 0 at all shifts (Fig. 4)", f"largest distance {before:.1e} over {len(with_maps)} models",
             "supported" if before < 1e-4 else "contradicted", exact=True)
@@ -993,7 +1080,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
                         for n in layers)
             add(f"Blurred pooling keeps features more shift-equivariant ({filter_label(*filter)} vs baseline, no "
                 f"augmentation; every layer from pool1 (ds) on)", "better preserved in every layer (Fig. 4b)",
-                f"mean relative distance lower in {lower} of {len(layers)} layers (n={len(seeds)} seeds)",
+                f"mean relative distance lower in {lower} of {len(layers)} layers (n={len(seeds)})",
                 _combine(cases))
             dense_jump = [np.mean([base_maps[k][f"pool{b} (ds)"] - base_maps[k][f"pool{b} (dense)"] for k in seeds])
                           for b in range(1, 6) if f"pool{b} (ds)" in base_maps[seeds[0]]]
