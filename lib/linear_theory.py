@@ -4,7 +4,10 @@
   network of per-frequency C_l × C_{l−1} matrix products; its collapsed predictor v̂ (eq. 4.4) gives the same outputs.
 * Lemma B.13 / Theorem 4.9: the SVD factorisation (eq. B.17) of a matrix B into L factors has the penalty
   (1/L)·Σ|A_l|₂² = |B|_{2/L}^{2/L} (Schatten quasi-norm); other factorisations cost at least as much (proven for
-  L = 2 and for 1×1 matrices; conjecture 4.13 otherwise).
+  L = 2 and for 1×1 matrices; conjecture 4.13 otherwise). In this module's DFT convention (below) the least
+  weight-decay cost λ Σ_l |w^l|₂² of a linear CNN with collapsed predictor v̂ is
+  λ·L·(HW)^{−(L−1)/L}·Σ_ij |v̂_ij|_{2/L}^{2/L} (``weight_decay_penalty``), not the λ·L·Σ_ij |v̂_ij|_{2/L}^{2/L} of
+  eq. 4.10: the effective λ is λ·(HW)^{−(L−1)/L} (``effective_lambda``).
 * §4.1 / App. A: ridge regression and LASSO solved on DFT'd images, against the diagonal-covariance predictions
   τ/(λ+τ) (eq. 4.18) and |v̂_LS| − λ/τ (eq. A.7).
 * Fig 1 / App. C.1: image statistics in frequency space (standard deviation per frequency, covariance vs distance,
@@ -189,6 +192,43 @@ def optimised_factorisation(matrix: np.ndarray, layers: int, inner: int, seed: i
         factors = [a.numpy() for a in completed()]
     residual = np.linalg.norm(product(factors) - matrix) / np.linalg.norm(matrix)
     return factor_penalty(factors), float(residual)
+
+
+def effective_lambda(lam: float, layers: int, size: tuple[int, int]) -> float:
+    """λ·(HW)^{−(L−1)/L}: the coefficient that multiplies L·Σ_ij |v̂_ij|_{2/L}^{2/L} in eq. 4.10 in our convention.
+
+    ``lam`` is the λ of eq. 4.1 (cost λ Σ_l |w^l|₂²); SGD's ``weight_decay=wd`` adds wd·w to the gradient, i.e. it
+    minimises (wd/2)|w|₂², so λ = wd/2. ``layers`` is L, the number of weight layers (L − 1 convolutions and the final
+    contraction). E.g. on 32×32 images λ/32 for L = 2 and λ/474 for L = 9.
+    """
+    if layers < 1:
+        raise ValueError(f"layers must be at least 1, got {layers}")
+    height, width = size
+    return float(lam * (height * width) ** (-(layers - 1) / layers))
+
+
+def weight_decay_penalty(v_hat: np.ndarray, layers: int, lam: float = 1.0) -> float:
+    """The least weight-decay cost λ Σ_l |w^l|₂² of a linear CNN (eq. 3.1) with collapsed predictor ``v_hat`` (eq. 4.4).
+
+    ``v_hat`` (K, C, H, W) as ``collapsed_predictor(frequency_weights(weights))`` returns it; ``layers`` = L, the
+    number of weight layers (L − 1 full H×W circular convolutions, then the contraction). Returns
+
+        λ · L · (HW)^{−(L−1)/L} · Σ_ij |v̂_ij|_{2/L}^{2/L}     (Theorem 4.9 in our convention)
+
+    Why the factor: the convolutions' ŵ^l = fft2(w^l) are un-normalised, so |w^l|₂² = Σ_ij |ŵ^l_ij|₂² / (HW) for
+    l < L, while the contraction's ŵ^L (orthonormal DFT) has |w^L|₂² = Σ_ij |ŵ^L_ij|₂². The factors b_l = ŵ^l/√(HW)
+    (l < L), b_L = ŵ^L multiply to (HW)^{−(L−1)/2} v̂_ij and cost Σ_l |b_l|₂², whose minimum is L·|·|_{2/L}^{2/L} of
+    that product by Lemma B.13 (eq. B.9). The minimum is attained (SVD split per frequency, conjugate-symmetric, so
+    the kernels are real); that nothing cheaper exists is proven for C = K = C_l = 1 and for L = 2, and rests on
+    conjecture 4.13 otherwise.
+    """
+    v_hat = np.asarray(v_hat)
+    if v_hat.ndim != 4:
+        raise ValueError(f"v_hat must be shaped (K, C, H, W), got {v_hat.shape}")
+    k, c, h, w = v_hat.shape
+    per_frequency = v_hat.transpose(2, 3, 0, 1).reshape(h * w, k, c)   # one K × C matrix per frequency
+    singular = np.linalg.svd(per_frequency, compute_uv=False)
+    return float(layers * effective_lambda(lam, layers, (h, w)) * np.sum(singular ** (2.0 / layers)))
 
 
 # --- image statistics in frequency space (Fig 1, App. C.1) ----------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lib import linear_theory as lt
 from lib import sensitivity
@@ -42,6 +43,105 @@ def test_circular_conv_is_shift_equivariant():
     x = torch.randn(1, 1, 32, 32)
     shifted = torch.roll(x, (5, -3), dims=(-2, -1))
     torch.testing.assert_close(layer(shifted), torch.roll(layer(x), (5, -3), dims=(-2, -1)), atol=1e-5, rtol=1e-4)
+
+
+def _circular_reference(x, weight, bias=None):
+    """float64 nn.Conv2d(padding="same", padding_mode="circular") written out: circular pad, then F.conv2d (no FFT)."""
+    k = weight.shape[-1]
+    left, right = (k - 1) // 2, k - 1 - (k - 1) // 2   # "same" puts the odd pixel after the image
+    out = F.conv2d(F.pad(x.double(), (left, right, left, right), mode="circular"), weight.double())
+    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+
+
+def _assert_close_to_reference(actual, expected, tol=3e-6):
+    """float32 FFT route against the float64 reference: max error ≤ tol × the reference's largest entry."""
+    assert actual.shape == expected.shape
+    error = (actual.double() - expected).abs().max().item()
+    assert error <= tol * expected.abs().max().item(), f"max error {error:.2e} vs scale {expected.abs().max():.2e}"
+
+
+_FUNC_CASES = [(3, (6, 7)), (4, (6, 6)), (7, (7, 7))]   # odd, even (asymmetric padding) and full-image kernels
+
+
+def _layer_and_input(k, size, seed=0):
+    torch.manual_seed(seed)
+    layer = CircularConv2d(2, 3, k)
+    return layer, torch.randn(2, 2, *size)
+
+
+@pytest.mark.parametrize("k, size", _FUNC_CASES)
+def test_circular_conv_torch_func_jvp(k, size):
+    """Forward-mode AD through the layer: torch.func.jvp w.r.t. the input and w.r.t. the weight."""
+    from torch.func import functional_call, jvp
+    layer, x = _layer_and_input(k, size)
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    tangent = torch.randn_like(x)
+    out, out_tangent = jvp(layer, (x,), (tangent,))
+    _assert_close_to_reference(out, _circular_reference(x, weight, bias))
+    _assert_close_to_reference(out_tangent, _circular_reference(tangent, weight))   # linear in x: no bias
+    weight_tangent = torch.randn_like(weight)
+    _, out_tangent = jvp(lambda w: functional_call(layer, {"weight": w, "bias": bias}, (x,)), (weight,),
+                         (weight_tangent,))
+    _assert_close_to_reference(out_tangent, _circular_reference(x, weight_tangent))
+
+
+@pytest.mark.parametrize("k, size", _FUNC_CASES)
+def test_circular_conv_torch_func_vmap(k, size):
+    """torch.func.vmap over inputs, over weights, and over per-sample gradients (vmap of grad)."""
+    from torch.func import functional_call, grad, vmap
+    layer, x = _layer_and_input(k, size)
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    inputs = torch.randn(4, *x.shape)                                    # 4 batches of 2 images
+    batched = vmap(layer)(inputs)
+    _assert_close_to_reference(batched, torch.stack([_circular_reference(b, weight, bias) for b in inputs]))
+    weights = torch.randn(3, *weight.shape)
+    batched = vmap(lambda w: functional_call(layer, {"weight": w, "bias": bias}, (x,)))(weights)
+    _assert_close_to_reference(batched, torch.stack([_circular_reference(x, w, bias) for w in weights]))
+
+    def loss(w, image):
+        return functional_call(layer, {"weight": w, "bias": bias}, (image[None],)).square().sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(weight, x)
+    expected = []
+    for image in x:
+        w64 = weight.double().requires_grad_(True)
+        (g,) = torch.autograd.grad(_circular_reference(image[None], w64, bias).square().sum(), w64)
+        expected.append(g)
+    _assert_close_to_reference(per_sample, torch.stack(expected))
+
+
+@pytest.mark.parametrize("k, size", _FUNC_CASES)
+def test_circular_conv_torch_func_jacrev(k, size):
+    """Reverse-mode Jacobians w.r.t. the input and the weight against autograd Jacobians of the float64 reference."""
+    from torch.func import functional_call, jacrev
+    layer, x = _layer_and_input(k, size)
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    jacobian = jacrev(layer)(x)
+    expected = torch.autograd.functional.jacobian(lambda z: _circular_reference(z, weight, bias), x.double())
+    _assert_close_to_reference(jacobian, expected)
+    jacobian = jacrev(lambda w: functional_call(layer, {"weight": w, "bias": bias}, (x,)))(weight)
+    expected = torch.autograd.functional.jacobian(lambda w: _circular_reference(x, w, bias), weight.double())
+    _assert_close_to_reference(jacobian, expected)
+
+
+def test_circular_conv_double_backward():
+    """A gradient penalty (backward of a backward) and the input Hessian (jacfwd of jacrev) match the reference."""
+    from torch.func import hessian
+    layer, x = _layer_and_input(4, (5, 5), seed=2)
+    x = x[:1]
+    weight, bias = layer.weight.detach(), layer.bias.detach()
+    xr = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(layer(xr).square().sum(), xr, create_graph=True)
+    (penalty_grad,) = torch.autograd.grad(gx.square().sum(), layer.weight)
+    x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)
+    (gx64,) = torch.autograd.grad(_circular_reference(x64, w64, bias).square().sum(), x64, create_graph=True)
+    (expected,) = torch.autograd.grad(gx64.square().sum(), w64)
+    _assert_close_to_reference(gx, gx64.detach())
+    _assert_close_to_reference(penalty_grad, expected, tol=1e-5)
+    measured = hessian(lambda z: layer(z).pow(3).sum())(x)
+    expected = torch.autograd.functional.hessian(lambda z: _circular_reference(z, weight, bias).pow(3).sum(),
+                                                 x.double())
+    _assert_close_to_reference(measured, expected, tol=1e-5)
 
 
 def test_circular_conv_rejects_bad_input():
@@ -118,6 +218,110 @@ def test_optimised_factorisation_converges_to_bound_from_above():
     bound = lt.schatten_power(b, 1.0)
     assert residual < 1e-9
     assert bound * (1 - 1e-9) <= penalty < bound * 1.05
+
+
+def _minimise_weight_decay(v, layers, lam, steps=3):
+    """min λ Σ_l |w^l|₂² over real pixel-space kernels w^1 … w^{L−1} (C = K = 1, H×W), the last one chosen so that the
+    network computes f(x) = Σ v x exactly: DFT(w^L) = DFT(v) / conj(Π fft2(w^l)). L-BFGS in float64."""
+    h, w = v.shape
+    target = torch.fft.fft2(torch.from_numpy(v), norm="ortho")
+    generator = torch.Generator().manual_seed(layers)
+    kernels = [torch.randn(h, w, generator=generator, dtype=torch.float64).requires_grad_(True)
+               for _ in range(layers - 1)]
+
+    def last():
+        response = torch.ones(h, w, dtype=torch.complex128)
+        for kernel in kernels:
+            response = response * torch.fft.fft2(kernel)
+        return torch.fft.ifft2(target / response.conj(), norm="ortho").real
+
+    def cost():
+        return lam * (sum(k.square().sum() for k in kernels) + last().square().sum())
+
+    optimiser = torch.optim.LBFGS(kernels, lr=1, max_iter=2000, tolerance_grad=1e-14, tolerance_change=1e-16,
+                                  history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        value = cost()
+        value.backward()
+        return value
+
+    for _ in range(steps):
+        optimiser.step(closure)
+    with torch.no_grad():
+        return cost().item(), [k.detach().numpy()[None, None] for k in kernels] + [last().numpy()[None, None]]
+
+
+@pytest.mark.parametrize("layers, size", [(2, (4, 4)), (3, (4, 4)), (2, (3, 5)), (4, (3, 5))])
+def test_weight_decay_minimum_matches_theorem_4_9_constant(layers, size):
+    """Theorem 4.9 in our convention: min λ Σ|w^l|₂² = λ L (HW)^{−(L−1)/L} Σ|v̂_ij|^{2/L} (C = K = 1), by optimisation."""
+    lam = 0.7
+    v = np.random.default_rng(layers).standard_normal(size)
+    minimum, weights = _minimise_weight_decay(v, layers, lam)
+    # the optimised network still computes Σ v x (checked in pixel space, by direct circular convolutions)
+    x = np.random.default_rng(9).standard_normal((3, 1, *size))
+    np.testing.assert_allclose(lt.linear_cnn(weights, x)[:, 0], np.einsum("nij,ij->n", x[:, 0], v), atol=1e-10)
+    v_hat = lt.collapsed_predictor(lt.frequency_weights(weights))
+    np.testing.assert_allclose(np.abs(v_hat[0, 0]), np.abs(lt.dft(v)), atol=1e-10)
+    predicted = lt.weight_decay_penalty(v_hat, layers, lam)
+    assert minimum == pytest.approx(predicted, rel=1e-8)
+    # eq. 4.10 as printed (no (HW) factor) is off by (HW)^{(L−1)/L}
+    printed = lam * layers * np.sum(np.abs(v_hat) ** (2 / layers))
+    assert printed / minimum == pytest.approx((size[0] * size[1]) ** ((layers - 1) / layers), rel=1e-8)
+    assert lt.effective_lambda(lam, layers, size) * layers * np.sum(np.abs(v_hat) ** (2 / layers)) == \
+        pytest.approx(minimum, rel=1e-8)
+
+
+def test_weight_decay_penalty_with_channels_is_attained_by_the_svd_split():
+    """L = 2 with channels (the proven matrix case): real kernels built from the per-frequency SVD split (eq. B.17)
+    cost exactly the formula, and random exact factorisations (least-norm last layer) cost more."""
+    rng = np.random.default_rng(4)
+    k, c, hidden, (h, w) = 2, 3, 4, (4, 5)
+    v = rng.standard_normal((k, c, h, w))
+    v_hat = np.conj(lt.dft(v))                                  # the collapsed predictor of f(x) = Σ v x
+    bound = lt.weight_decay_penalty(v_hat, 2)
+    first_hat = np.zeros((hidden, c, h, w), complex)            # ŵ¹ = fft2(w¹) (convolution, un-normalised)
+    last_hat = np.zeros((k, hidden, h, w), complex)             # ŵ² = conj(dft(w²)) (contraction)
+    for i in range(h):
+        for j in range(w):
+            partner = (-i % h, -j % w)
+            if partner < (i, j):   # conjugate frequency done already: conjugate its factors, so kernels are real
+                first_hat[:, :, i, j], last_hat[:, :, i, j] = (np.conj(first_hat[(..., *partner)]),
+                                                               np.conj(last_hat[(..., *partner)]))
+                continue
+            b = v_hat[:, :, i, j] / np.sqrt(h * w)               # the product the rescaled factors must give
+            if partner == (i, j):
+                b = b.real                                      # self-conjugate frequency: v̂ is real there
+            a1, a2 = lt.svd_factorisation(b, 2)
+            first_hat[:len(a1), :, i, j], last_hat[:, :len(a1), i, j] = a1 * np.sqrt(h * w), a2
+    weights = [np.fft.ifft2(first_hat), np.fft.ifft2(np.conj(last_hat), norm="ortho")]
+    assert max(np.abs(wt.imag).max() for wt in weights) < 1e-12   # conjugate-symmetric: real kernels
+    weights = [wt.real for wt in weights]
+    x = rng.standard_normal((3, c, h, w))
+    np.testing.assert_allclose(lt.linear_cnn(weights, x), np.einsum("kcij,ncij->nk", v, x), atol=1e-10)
+    assert sum(np.sum(wt ** 2) for wt in weights) == pytest.approx(bound, rel=1e-10)
+    for seed in range(5):
+        first = np.random.default_rng(seed).standard_normal((hidden, c, h, w))
+        pinv = np.linalg.pinv(np.fft.fft2(first).transpose(2, 3, 0, 1)).transpose(2, 3, 0, 1)   # (c, hidden, h, w)
+        last = np.fft.ifft2(np.conj(np.einsum("kcij,cdij->kdij", v_hat, pinv)), norm="ortho").real
+        np.testing.assert_allclose(lt.linear_cnn([first, last], x), np.einsum("kcij,ncij->nk", v, x), atol=1e-9)
+        assert np.sum(first ** 2) + np.sum(last ** 2) >= bound * (1 - 1e-9)
+
+
+def test_sgd_weight_decay_is_half_the_theory_lambda():
+    """SGD's weight_decay=wd adds wd·w to the gradient: the step of minimising (wd/2)|w|², so λ = wd/2."""
+    wd, lr = 0.3, 0.1
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    start = w.detach().clone()
+    optimiser = torch.optim.SGD([w], lr=lr, weight_decay=wd)
+    (0 * w.sum()).backward()
+    optimiser.step()
+    manual = start.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(wd / 2 * manual.square().sum(), manual)
+    torch.testing.assert_close(w.detach(), start - lr * grad)
+    assert lt.effective_lambda(1.0, 2, (32, 32)) == pytest.approx(1 / 32)
+    assert 1 / lt.effective_lambda(1.0, 9, (32, 32)) == pytest.approx(2 ** (80 / 9))   # ≈ 474
 
 
 def test_factorisation_errors():
@@ -256,6 +460,52 @@ def test_radial_profile_and_moments():
     np.testing.assert_allclose(curve, np.log(0.25))   # normalised to unit integral over [0, 4]
     with pytest.raises(ValueError, match="non-negative"):
         sensitivity.moments(np.arange(3.0), np.array([1.0, -1.0, 1.0]))
+
+
+def _direct_exact_moments(image, orders=(1, 2)):
+    """Eq. 5.1 by hand: mean of every (c, i, j) sharing the exact radius √(i² + j²), trapezoid over those radii."""
+    c, h, w = image.shape
+    rings = {}
+    for ch in range(c):
+        for i in range(h):
+            for j in range(w):
+                si, sj = (i if i <= h // 2 else i - h), (j if j <= w // 2 else j - w)
+                rings.setdefault(si * si + sj * sj, []).append(image[ch, i, j])
+    squared = sorted(rings)
+    r = [float(np.sqrt(q)) for q in squared]
+    g = [float(np.mean(rings[q])) for q in squared]
+
+    def integral(f):
+        return sum(0.5 * (f[a] + f[a + 1]) * (r[a + 1] - r[a]) for a in range(len(r) - 1))
+
+    mass = integral(g)
+    return {k: integral([rk ** k * gk for rk, gk in zip(r, g)]) / mass for k in orders}
+
+
+@pytest.mark.parametrize("frequency, radius", [((3, 4), 5.0), ((1, 1), np.sqrt(2)), ((-2, 3), np.sqrt(13)),
+                                               ((0, 7), 7.0)])
+def test_map_moments_use_exact_radii(frequency, radius):
+    """A map that is 1 at one frequency has moments exactly r₀ and r₀² (rounded rings would give 1 for (1, 1))."""
+    image = np.zeros((2, 16, 15))
+    image[1, frequency[0], frequency[1]] = 1.0
+    m = sensitivity.map_moments(image)
+    assert m[1] == pytest.approx(radius, rel=1e-12) and m[2] == pytest.approx(radius ** 2, rel=1e-12)
+    radii, profile = sensitivity.radial_profile(image, exact=True)
+    assert radii[np.argmax(profile)] == pytest.approx(radius, rel=1e-12)
+    assert np.all(np.diff(radii) > 0) and radii[0] == 0
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 12), (1, 9, 9), (2, 8, 8)])
+def test_map_moments_match_direct_computation(shape):
+    rng = np.random.default_rng(sum(shape))
+    image = rng.random(shape) / (1 + sensitivity.radius_grid(*shape[1:]))   # positive, low-pass on average
+    direct = _direct_exact_moments(image, orders=(1, 2, 3))
+    measured = sensitivity.map_moments(image, orders=(1, 2, 3))
+    for k in (1, 2, 3):
+        assert measured[k] == pytest.approx(direct[k], rel=1e-12)
+    # the rounded rings (kept for plots) give other numbers: they are not what the moments are computed from
+    rounded = sensitivity.moments(*sensitivity.radial_profile(image))
+    assert abs(rounded[2] / measured[2] - 1) > 1e-3
 
 
 # --- models --------------------------------------------------------------------------------------------------------------

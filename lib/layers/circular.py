@@ -18,15 +18,31 @@ from torch import nn
 
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the incoming gradient contiguous: bmm on a permuted gradient falls back to a
-    per-matrix loop on the CPU, which made the backward pass ~10× slower than the forward."""
+    per-matrix loop on the CPU, which made the backward pass ~10× slower than the forward.
+
+    Written in the ``forward`` without ctx + ``setup_context`` style, with a ``jvp`` and a generated vmap rule, so that
+    ``torch.func`` (``grad``, ``jvp``, ``jacrev``, ``jacfwd``, ``vmap``) works through the layer. The backward is built
+    from differentiable ops (``contiguous``), so double backward (e.g. a gradient penalty) works too.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass  # nothing to save: the derivative of the identity needs no input
 
     @staticmethod
     def backward(ctx, grad):
         return grad.contiguous()
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        # forward returns a view of its input, so the output tangent must be the same view of the input tangent
+        return tangent.view_as(tangent)
 
 
 class CircularConv2d(nn.Module):
