@@ -135,18 +135,33 @@ def verdict_not_worse(candidate, reference, tolerance: float, sampling_n: int | 
     return "contradicted" if difference < -tolerance - error else "inconclusive"
 
 
-def verdict_paired(differences, *, direction: int = 1, confidence: float = 0.95) -> str:
-    """Verdict from paired per-seed differences ``ours − baseline`` (``direction``: the
-    sign the paper claims). The claim is "supported" when the two-sided Student-t ``confidence`` interval of the mean
-    difference lies entirely on the claimed side of zero, "contradicted" when it lies entirely on the other side, and
-    "inconclusive" otherwise or with fewer than 2 seeds."""
+def verdict_paired(differences, *, direction: int = 1, confidence: float = 0.95,
+                   sampling_variances=None) -> str:
+    """Verdict from paired per-seed differences ``ours − baseline`` (``direction``: the sign the paper claims).
+
+    The claim is "supported" when the two-sided ``confidence`` interval of the mean difference lies entirely on the
+    claimed side of zero, "contradicted" when it lies entirely on the other side, and "inconclusive" otherwise or with
+    fewer than 2 seeds. The interval is Student-t over the seeds; ``sampling_variances`` (per seed, the variance of
+    that seed's difference from the finite test sample, e.g. from :func:`paired_outcomes`) widen it: every seed is
+    scored on the *same* test images, so that noise does not average out over seeds and its mean is added whole.
+    Differences with no spread at all and no sampling variance decide nothing (identical seeds are more often a bug
+    than a certainty): "inconclusive (no spread)".
+    """
     from scipy.stats import t as student_t
     d = np.asarray(list(differences), dtype=float) * direction
     if d.size == 0:
         return "not run"
     if d.size < 2:
         return "inconclusive (1 seed)"
-    half_width = student_t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    seed_variance = d.var(ddof=1) / d.size
+    sampling = float(np.mean(sampling_variances)) if sampling_variances is not None and len(sampling_variances) else 0.0
+    variance = seed_variance + sampling
+    if variance <= 0:
+        return "inconclusive (no spread)"
+    # Welch–Satterthwaite degrees of freedom: the seeds' variance is estimated from n − 1 degrees of freedom, the test
+    # sample's from thousands of items (taken as known), so t tends to the normal as the latter dominates
+    dof = (d.size - 1) * (variance / seed_variance) ** 2 if seed_variance > 0 else float("inf")
+    half_width = student_t.ppf(0.5 + confidence / 2, dof) * math.sqrt(variance)
     if d.mean() - half_width > 0:
         return "supported"
     if d.mean() + half_width < 0:
@@ -173,17 +188,25 @@ def paired_outcomes(reference: dict, candidate: dict) -> dict:
     same items (same test images, same shifts). Only seeds present on both sides count. Returns the per-seed
     differences of the means (candidate − reference), their McNemar p-values, and the seeds used."""
     seeds = sorted(set(reference) & set(candidate))
-    differences = [float(np.mean(candidate[s]) - np.mean(reference[s])) for s in seeds]
-    return {"seeds": seeds, "differences": differences,
+    per_item = [np.asarray(candidate[s], float) - np.asarray(reference[s], float) for s in seeds]
+    return {"seeds": seeds, "differences": [float(d.mean()) for d in per_item],
+            # the test sample's noise on each seed's difference: the variance of the mean of per-item differences
+            "sampling_variances": [float(d.var() / d.size) for d in per_item],
             "p_values": [mcnemar_p(reference[s], candidate[s]) for s in seeds]}
 
 
 def verdict_paired_margin(differences, *, margin: float = 0.0, direction: int = 1,
-                          confidence: float = 0.95) -> str:
+                          confidence: float = 0.95, sampling_variances=None) -> str:
     """:func:`verdict_paired` for "the difference exceeds ``-margin``" in ``direction`` (non-inferiority: "at most
     ``margin`` worse"; ``margin=0`` is the plain claim)."""
     d = np.asarray(list(differences), dtype=float) * direction + margin
-    return verdict_paired(d)
+    return verdict_paired(d, confidence=confidence, sampling_variances=sampling_variances)
+
+
+def verdict_paired_outcomes(comparison: dict, margin: float = 0.0) -> str:
+    """The verdict of a :func:`paired_outcomes` comparison: seeds' spread plus the test sample's noise."""
+    return verdict_paired_margin(comparison["differences"], margin=margin,
+                                 sampling_variances=comparison["sampling_variances"])
 
 
 def format_paired(comparison: dict, scale: float = 100.0, digits: int = 1, unit: str = " pt") -> str:

@@ -18,7 +18,7 @@ import torch
 
 from .. import data, metrics
 from ..claims import (format_mean_sd, format_paired, mean_sd, paired_outcomes, verdict_paired,
-                      verdict_paired_margin)
+                      verdict_paired_outcomes)
 from ..filters.blur import filter_label, table1_filters
 from ..models.vgg import VGG13
 from ..training import TrainConfig, fit, predict
@@ -943,8 +943,9 @@ def claims(results: list[dict], timing: dict | None, profile: str,
 
     Comparisons are paired: models of one seed saw the same training order, the same test images and the same random
     test shifts, so each seed gives a difference of per-image outcomes (with its exact McNemar p-value), and the
-    verdict is the Student-t interval of those differences over the seeds (:func:`lib.claims.verdict_paired`); one
-    seed gives ``inconclusive (1 seed)`` whatever its p-value. Claims about every filter or layer combine the per-case
+    verdict is the interval of those differences over the seeds widened by the shared test sample's noise
+    (:func:`lib.claims.verdict_paired`); one seed gives ``inconclusive (1 seed)`` whatever its p-value. Medians of
+    variation, total variation and equivariance distances are compared over seeds only. Claims about every filter or layer combine the per-case
     verdicts (:func:`_combine`). ``padding``: the zero-padded baseline runs, for the circular-padding row.
     """
     s = _settings(profile)
@@ -963,7 +964,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
 
     def compare(reference_key, candidate_key, field, margin=0.0):
         comparison = paired_outcomes(bits(reference_key, field), bits(candidate_key, field))
-        return comparison, verdict_paired_margin(comparison["differences"], margin=margin)
+        return comparison, verdict_paired_outcomes(comparison, margin)
 
     def base(augment):
         return ("max", "rect", 1, augment)
@@ -1007,7 +1008,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
                                      _by_seed(padded, lambda r: unpack_bits(r, "correct_bits")))
         add("Zero padding instead of circular costs little: baseline with augmentation, zero-padded vs circular",
             "93.8% vs 93.4% (+0.4 pt)", f"{fmt(padded, 'accuracy')} vs {fmt(circular, 'accuracy')}; paired "
-            f"{format_paired(comparison)}", verdict_paired_margin(comparison["differences"]))
+            f"{format_paired(comparison)}", verdict_paired_outcomes(comparison))
 
     # Fig. 6: every blurred model has a lower median variation than the baseline of its setting (paired seeds)
     cases = []
@@ -1111,13 +1112,13 @@ def claims(results: list[dict], timing: dict | None, profile: str,
         add(f"Shift adversary (max shift {reach}): Binomial-{largest} without augmentation beats the baseline with "
             f"augmentation", "Binomial-7 above the baseline (Fig. 9)",
             f"paired {format_paired(comparison)}" if comparison["seeds"] else "not run",
-            verdict_paired(comparison["differences"]))
+            verdict_paired_outcomes(comparison))
         if len(binomials) >= 2:
             cases, texts = [], []
             for augment in (False, True):
                 comparison = paired_outcomes(adversary(("maxblur", "binomial", binomials[0], augment)),
                                              adversary(("maxblur", "binomial", largest, augment)))
-                cases.append(verdict_paired(comparison["differences"]))
+                cases.append(verdict_paired_outcomes(comparison))
                 texts.append(f"{'aug' if augment else 'no aug'} {format_paired(comparison)}")
             add(f"A larger binomial resists the adversary more (Binomial-{binomials[0]} → Binomial-{largest}, both "
                 f"settings)", "increasing with filter size (Fig. 9)", "; ".join(texts), _combine(cases))
