@@ -66,8 +66,10 @@ def table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".
     """A Markdown table (for ``IPython.display.Markdown``) from a list of dicts."""
     columns = columns or list(rows[0]) if rows else []
     def cell(v):
-        # a bare "|" (|B|, |i|^α) would end the cell and shift the rest of the row into the wrong columns
-        return (format(v, floatfmt) if isinstance(v, float) else str(v)).replace("|", "\\|")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        # a bare "|" (|B|, |i|^α) would end the cell and shift the rest of the row into the wrong columns, in a header
+        # as in a body cell ("|freq − spatial| / |f|"); a line break would end the table
+        text = format(v, floatfmt) if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\r\n", " ").replace("\n", " ")
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -58,3 +58,13 @@ def test_markdown_table_escapes_pipes_inside_cells():
     unescaped = lambda line: line.replace("\\|", "").count("|")
     assert unescaped(row) == unescaped(header) == 3
     assert "γ/(\\|i\\|^α+\\|j\\|^β)" in row and "0.25" in row
+
+
+def test_markdown_table_escapes_headers_and_line_breaks():
+    """A header like "|freq − spatial| / |f|" rendered the whole table as raw text; a newline ends a table."""
+    markdown = table([{"|freq − spatial| / |f|": 1e-7, "note": "two\nlines"}])
+    lines = markdown.splitlines()
+    assert len(lines) == 3
+    unescaped = lambda line: line.replace("\\|", "").count("|")
+    assert unescaped(lines[0]) == unescaped(lines[2]) == 3
+    assert "two lines" in lines[2] and "\\|freq − spatial\\| / \\|f\\|" in lines[0]
