@@ -1,5 +1,6 @@
 """Tests of the spatial-mixing chapter: DCT smoothing, parameter counts (eqs. 1-4), the mixing switch, static banks,
-FGSM against its definition, pixel permutations, spectral envelopes, verdict rules, and tiny end-to-end runs."""
+FGSM against its definition, pixel permutations, spectral envelopes, verdict rules, tiny end-to-end runs, the rank of
+frozen filter banks and the reach of the un-shuffling networks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
+from lib import spatial_rank as sr
 from lib import spectra
 from lib.attacks import fgsm
 from lib.experiments import execute
@@ -362,3 +364,204 @@ def test_paper_profile_configs_run_at_tiny_scale():
     assert out["filters"].shape == (1, 8, 8, 8)
     np.testing.assert_allclose(out["filters"], out["initial_filters"])  # Chans: the smoothed filters stay frozen
     np.testing.assert_allclose(dct_lowpass(out["filters"].astype(np.float64), 6), out["filters"], atol=1e-5)
+
+
+# --- rank of the frozen filter banks (lib.spatial_rank) -------------------------------------------------------------
+
+def test_frozen_banks_are_the_models_depthwise_init():
+    banks = sr.frozen_banks(3, 5, seed=7)
+    assert banks.shape == (5, 3, 3, 3) and banks.dtype == np.float64
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        layer = SeparableConv2d(5, 1, 3, depth_multiplier=3)
+    np.testing.assert_array_equal(banks, layer.depthwise.weight.detach().double().view(5, 3, 3, 3).numpy())
+    np.testing.assert_array_equal(sr.frozen_banks(3, 5, seed=7), banks)  # deterministic by seed
+    assert not np.array_equal(sr.frozen_banks(3, 5, seed=8), banks)
+    state = torch.random.get_rng_state()
+    sr.frozen_banks(9, 10, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    # the distribution of a Chans model's frozen filters: PyTorch's default init, uniform ±1/3 for 3×3
+    many = sr.frozen_banks(9, 400, seed=1)
+    model_stem = SeparableResNet(1, mixing="chans", width=4).stem.depthwise.weight
+    assert np.abs(many).max() <= 1 / 3 and model_stem.abs().max() <= 1 / 3
+    assert many.var() == pytest.approx((2 / 3) ** 2 / 12, rel=0.05)
+
+
+def test_random_banks_have_rank_min_d_9_and_agree_with_numpy():
+    rows = sr.rank_statistics(range(1, 12), draws=100, seed=3)
+    assert [(r["rank_min"], r["rank_max"]) for r in rows] == [(min(d, 9),) * 2 for d in range(1, 12)]
+    assert [r["d"] for r in rows] == list(range(1, 12)) and all(r["span"] == 9 for r in rows)
+    assert rows[0]["condition_mean"] == pytest.approx(1.0)  # one filter: a single singular value
+    assert all(r["condition_p05"] <= r["condition_median"] <= r["condition_p95"] for r in rows)
+    # more filters in the same 9-dimensional space: worse conditioned, smaller least singular value
+    medians = [r["condition_median"] for r in rows[:9]]
+    assert all(a < b for a, b in zip(medians, medians[1:]))
+    assert rows[8]["smallest_mean"] < rows[2]["smallest_mean"] < rows[0]["smallest_mean"]
+    # independent check with numpy's own rank and condition number, bank by bank
+    for d in (1, 3, 8, 9, 10):
+        for bank in sr.frozen_banks(d, 20, seed=d).reshape(20, d, 9):
+            spectrum = sr.bank_spectrum(bank)
+            assert spectrum["rank"] == np.linalg.matrix_rank(bank) == min(d, 9)
+            assert spectrum["condition"] == pytest.approx(np.linalg.cond(bank), rel=1e-9)
+            assert spectrum["smallest"] == pytest.approx(np.linalg.svd(bank, compute_uv=False).min(), rel=1e-9)
+
+
+def test_degenerate_banks_lose_rank():
+    rng = np.random.default_rng(0)
+    f, g = rng.uniform(-1, 1, (2, 3, 3))
+    repeated = np.stack([f, f, g])
+    assert sr.bank_spectrum(repeated)["rank"] == 2 == np.linalg.matrix_rank(repeated.reshape(3, 9))
+    assert sr.bank_spectrum(np.stack([f, -2 * f]))["rank"] == 1
+    assert sr.bank_spectrum(np.stack([f, g, f + g]))["rank"] == 2
+    assert sr.bank_spectrum(np.zeros((2, 3, 3)))["rank"] == 0
+    # the static banks of the Fig 5 experiment, built by the model code: Box and Identity span one kernel only,
+    # Same keeps the full rank 9 in every channel (its channels share one basis)
+    weight = torch.from_numpy(sr.frozen_banks(9, 4, seed=2)).float().view(36, 1, 3, 3)
+    for kind, rank in (("random", 9), ("same", 9), ("box", 1), ("identity", 1)):
+        bank = static_bank(kind, weight, 9).view(4, 9, 3, 3).numpy()
+        assert [sr.bank_spectrum(b)["rank"] for b in bank] == [rank] * 4, kind
+
+
+def test_orthonormal_banks_have_condition_one():
+    one_hot = np.eye(9).reshape(9, 3, 3)
+    assert sr.bank_spectrum(one_hot) == {"rank": 9, "condition": 1.0, "smallest": 1.0, "largest": 1.0}
+    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((9, 9)))
+    spectrum = sr.bank_spectrum(0.5 * q[:4])  # 4 orthonormal rows, scaled
+    assert spectrum["rank"] == 4 and spectrum["condition"] == pytest.approx(1.0) and spectrum["smallest"] == \
+        pytest.approx(0.5)
+    badly = np.diag([1.0, 1e-3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert sr.bank_spectrum(badly)["condition"] == pytest.approx(1e3)
+    # a whole layer: the worst channel sets the condition number; identical channels give the bank's own
+    assert sr.layer_condition(np.stack([one_hot, 2 * one_hot])) == pytest.approx(2.0)
+    assert sr.layer_condition(np.stack([badly.reshape(9, 3, 3)] * 3)) == pytest.approx(1e3)
+    comparison = sr.layer_condition_comparison(channels=4, layers=20, seed=0)
+    assert comparison["Different"]["median"] > comparison["Same"]["median"] >= 1.0
+
+
+def test_rank_figure_and_table():
+    import matplotlib.pyplot as plt
+    rows = sr.rank_statistics(range(1, 10), draws=30)
+    table_rows = sm.rank_table(rows)
+    assert [r["spans all 3×3 kernels"] for r in table_rows] == ["no"] * 8 + ["yes"]
+    assert table_rows[0]["rank"] == "1" and "ConvMixer" in table_rows[0]["models"]
+    plt.close(sm.rank_figure(rows))
+
+
+# --- reach of the un-shuffling networks -----------------------------------------------------------------------------
+
+def _jacobian_reachable(depth: int, kernel_size: int, perm: PixelPermutation) -> torch.Tensor:
+    """(H, W) bool: does output pixel p of a random un-shuffling ConvMixer depend on original pixel p at all?"""
+    torch.manual_seed(0)
+    model = ConvMixer(2, depth, kernel_size=kernel_size, patch_size=1, head="image", in_channels=1, mean=(0.0,),
+                      std=(1.0,)).double().eval()
+    x = torch.rand(1, 1, perm.height, perm.width, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda t: model(perm.shuffle(t)), x)
+    n = perm.height * perm.width
+    return jacobian.reshape(n, n).diagonal().ne(0).view(perm.height, perm.width)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("depth, kernel_size, window", [(1, 3, (1, 1)), (1, 2, (0, 1)), (2, 4, (2, 4)),
+                                                        (2, 5, (4, 4))])
+def test_receptive_window_matches_autograd(depth, kernel_size, window):
+    assert sm.unshuffle_window(depth, kernel_size) == window
+    perm = PixelPermutation(7, 7, seed=5)
+    mask = sm.out_of_reach_mask(perm.order, 7, 7, *window)
+    assert 0 < mask.sum() < 49  # a case that tests both outcomes
+    torch.testing.assert_close(~mask, _jacobian_reachable(depth, kernel_size, perm))
+
+
+def test_receptive_window_of_the_chapter_models_and_refusals():
+    assert sm.unshuffle_window(4, 5) == (8, 8) and sm.unshuffle_window(4, 7) == (12, 12)
+    assert sm.unshuffle_window(16, 7) == (48, 48) and sm.unshuffle_window(4, 8) == (12, 16)  # 'same': 3 before, 4 after
+    assert sm.receptive_window(torch.nn.Conv2d(1, 1, 5, padding=1)) == (1, 3)
+    with pytest.raises(ValueError, match="stride-1"):
+        sm.receptive_window(ConvMixer(4, 1, kernel_size=3, patch_size=2))
+
+
+def test_out_of_reach_fraction_on_hand_computed_cases():
+    identity = torch.arange(16)
+    assert not sm.out_of_reach_mask(identity, 4, 4, 0, 0).any()  # nothing moves: everything in reach
+    corners = identity.clone()
+    corners[[0, 15]] = corners[[15, 0]]  # opposite corners swapped: they are 3 rows and 3 columns apart
+    mask = sm.out_of_reach_mask(corners, 4, 4, 1, 1)
+    assert mask.float().mean() == 2 / 16 and mask[0, 0] and mask[3, 3]
+    assert not sm.out_of_reach_mask(corners, 4, 4, 3, 3).any()  # a window of ±3 reaches them again
+    both = corners.clone()
+    both[[3, 12]] = both[[12, 3]]
+    assert sm.out_of_reach_mask(both, 4, 4, 2, 2).float().mean() == 4 / 16
+    # direction: output 0 reads its pixel one step to the right, output 1 one step to the left
+    swap = torch.tensor([1, 0, 2, 3])
+    assert sm.out_of_reach_mask(swap, 1, 4, 0, 1).tolist() == [[False, True, False, False]]
+    assert sm.out_of_reach_mask(swap, 1, 4, 1, 0).tolist() == [[True, False, False, False]]
+    with pytest.raises(ValueError, match="not a permutation"):
+        sm.out_of_reach_mask(torch.tensor([0, 0, 1, 2]), 2, 2, 1, 1)
+
+
+def test_oracle_psnr_hand_computed_and_cap():
+    images = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), 255.0)]).to(torch.uint8)
+    one = torch.tensor([[True, False], [False, False]])
+    # the unreachable pixel gets the mean image, 0.5: squared error 0.25 on 1 of 4 pixels in both images
+    assert sm.oracle_psnr(images, one) == pytest.approx(10 * math.log10(16), abs=1e-4)
+    assert sm.oracle_psnr(images, torch.ones(2, 2, dtype=torch.bool)) == pytest.approx(10 * math.log10(4), abs=1e-4)
+    assert sm.oracle_psnr(images, torch.zeros(2, 2, dtype=torch.bool)) == pytest.approx(sm.PSNR_CAP_DB)
+    same = images[:1].expand(3, -1, -1, -1)  # identical images: the mean image is each of them
+    assert sm.oracle_psnr(same, torch.ones(2, 2, dtype=torch.bool)) == pytest.approx(sm.PSNR_CAP_DB)
+
+
+def test_unshuffle_reach_fractions_of_both_profiles():
+    quick = {(r["dataset"], r["model"]): r for r in sm.unshuffle_reach("quick", oracle=False)}
+    assert quick["cifar10", "base"]["out of reach"] == pytest.approx(95 / 256)          # 16×16, ±8: 37 %
+    assert quick["fashion_mnist", "base"]["out of reach"] == pytest.approx(63 / 196)    # 14×14, ±8: 32 %
+    assert quick["cifar10", "papers' best (width 512)"]["out of reach"] == 0.0
+    paper = {(r["dataset"], r["model"]): r for r in sm.unshuffle_reach("paper", oracle=False)}
+    assert paper["cifar10", "base"]["out of reach"] == pytest.approx(621 / 1024)        # 32×32, ±12: 61 %
+    assert paper["cifar10", "sweep kernel size 3"]["out of reach"] == pytest.approx(942 / 1024)  # ±4: 92 %
+    assert paper["cifar10", "papers' best (width 512)"]["window"] == (48, 48)
+    # a deeper or wider-kernel network reaches further
+    assert paper["cifar10", "sweep depth 8"]["out of reach"] < paper["cifar10", "base"]["out of reach"] < \
+        paper["cifar10", "sweep depth 2"]["out of reach"]
+    assert all(math.isnan(r["oracle PSNR (dB)"]) for r in paper.values())
+    # the permutation is the one the un-shuffling runs use
+    run = next(r for r in sm.runs("quick", "unshuffle") if r.config["dataset"] == "cifar10")
+    perm = PixelPermutation(16, 16, seed=run.config["permutation_seed"])
+    expected = sm.out_of_reach_mask(perm.order, 16, 16, 8, 8).float().mean().item()
+    assert quick["cifar10", "base"]["out of reach"] == pytest.approx(expected)
+
+
+def test_unshuffle_reach_oracle_on_data_and_missing_dataset(monkeypatch):
+    rows = {r["model"]: r for r in sm.unshuffle_reach("quick", n_images=40) if r["dataset"] == "cifar10"}
+    base, shallow, best = rows["base"], rows["sweep depth 2"], rows["papers' best (width 512)"]
+    assert base["oracle images"] == 40 and base["note"] == ""
+    assert best["oracle PSNR (dB)"] == pytest.approx(sm.PSNR_CAP_DB)
+    assert 10 < shallow["oracle PSNR (dB)"] < base["oracle PSNR (dB)"] < 30  # less in reach: lower ceiling
+    table_rows = sm.reach_table(list(rows.values()))
+    assert table_rows[0]["out of reach"] == "37%" and "cap" in table_rows[-1]["oracle PSNR (dB)"]
+
+    def missing(name, split="train"):
+        raise sm.data.DatasetMissingError(f"no {name}")
+    monkeypatch.setattr(sm.data, "load", missing)
+    rows = sm.unshuffle_reach("quick", n_images=40)
+    reachable = [r for r in rows if r["out of reach"] == 0]
+    assert reachable and all(r["oracle PSNR (dB)"] == sm.PSNR_CAP_DB for r in reachable)  # needs no image
+    assert all(r["note"] == "dataset missing" and math.isnan(r["oracle PSNR (dB)"]) for r in rows if r["out of reach"])
+    assert sm.reach_table(rows)[0]["oracle PSNR (dB)"] == "n/a"
+
+
+def test_unshuffle_figure_draws_the_oracle():
+    import matplotlib.pyplot as plt
+    reach = sm.unshuffle_reach("quick", oracle=False)
+    for i, row in enumerate(reach):
+        row["oracle PSNR (dB)"] = sm.PSNR_CAP_DB if row["out of reach"] == 0 else 14.0 + i
+    provenance = {"profile": "quick", "device": "cpu", "seed": 0, "torch": torch.__version__, "commit": "test",
+                  "wall_time_s": 1.0, "finished": "2025-01-01T00:00:00"}
+    results = [{"config": r.config, "psnr": 15.0, "mean_image_psnr": 12.0, "provenance": provenance}
+               for r in sm.runs("quick", "unshuffle")]
+    fig = sm.unshuffle_figure(results, "quick", oracle=reach)
+    labels = [[h.get_label() for h in ax.get_children()] for ax in fig.axes]
+    assert all("reach oracle" in found for found in labels)
+    depth_panel = next(line for line in fig.axes[1].lines if line.get_label() == "reach oracle")
+    by_model = {r["model"]: r["oracle PSNR (dB)"] for r in reach if r["dataset"] == "cifar10"}
+    assert list(depth_panel.get_ydata()) == [by_model["sweep depth 2"], by_model["base"]]
+    plt.close(fig)
+    plt.close(sm.unshuffle_figure(results, "quick"))  # without oracle rows: the figure as before

@@ -11,7 +11,9 @@ Sections (``runs(profile, section)``):
 * ``unshuffle``: patch-1 ConvMixers that undo a fixed pixel permutation (later version §4.4, Figs 10-13).
 
 The spectral-envelope figures need no training; :func:`random_bank`, :func:`named_bank` and :func:`coverage_curve`
-compute them directly. :func:`claims` turns stored results into the closing claims table with rule-based verdicts.
+compute them directly; so do the rank of the frozen filter banks (:mod:`lib.spatial_rank`, :func:`rank_figure`) and
+the reach of the un-shuffling networks (:func:`unshuffle_reach`: pixels outside the receptive field, oracle PSNR).
+:func:`claims` turns stored results into the closing claims table with rule-based verdicts.
 """
 
 from __future__ import annotations
@@ -385,6 +387,145 @@ def parameter_table(depths, width: int = 16, multipliers=(9, 3)) -> list[dict]:
     return rows
 
 
+# --- reach of the un-shuffling networks (no training) ---------------------------------------------------------------
+
+# cap of lib.training.psnr: the MSE is clamped at 1e-12, so an exact reconstruction scores 10·log10(1e12) = 120 dB
+PSNR_CAP_DB = 120.0
+REACH_IMAGES = 200  # class-balanced test images (data seed 0) on which the oracle PSNR is computed
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "fashion_mnist": 28, "mnist": 28}
+BEST_UNSHUFFLER = {"depth": 16, "dim": 512, "kernel_size": 7}  # the later paper's best model (Fig 13)
+
+
+def receptive_window(model: torch.nn.Module) -> tuple[int, int]:
+    """``(before, after)``: output pixel (i, j) of ``model`` depends on input rows i − before … i + after (and the same
+    columns), for a model whose 2-D convolutions are applied one after the other with stride 1 (the patch-1 ConvMixer:
+    1×1 stem, depthwise k×k and pointwise 1×1 per block, 1×1 head; its residual branches skip a convolution and so
+    see less, never more). Padding ``"same"`` follows PyTorch (k = 8: 3 before, 4 after). Strided convolutions
+    (downsampling) are refused: an image-to-image un-shuffler has none."""
+    before = after = 0
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        if any(s != 1 for s in conv.stride):
+            raise ValueError(f"receptive_window handles stride-1 convolutions only, got stride {conv.stride}")
+        if conv.kernel_size[0] != conv.kernel_size[1] or conv.dilation[0] != conv.dilation[1]:
+            raise ValueError("receptive_window handles square kernels only")
+        span = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        left = {"same": span // 2, "valid": 0}.get(conv.padding, None) if isinstance(conv.padding, str) \
+            else conv.padding[0]
+        before += left
+        after += span - left
+    return before, after
+
+
+def unshuffle_window(depth: int, kernel_size: int) -> tuple[int, int]:
+    """:func:`receptive_window` of the chapter's un-shuffling ConvMixer (patch 1, image head; width is irrelevant)."""
+    model = ConvMixer(1, depth, kernel_size=kernel_size, patch_size=1, head="image", in_channels=1, mean=(0.0,),
+                      std=(1.0,))
+    return receptive_window(model)
+
+
+def out_of_reach_mask(order, height: int, width: int, before: int, after: int) -> torch.Tensor:
+    """Boolean (height, width): True where the output pixel's source lies outside its receptive field.
+
+    ``order`` as in :class:`lib.unshuffle.PixelPermutation` (shuffled position i holds original pixel order[i]). The
+    value the model must write at output position p = (y, x) sits, in its shuffled input, at position
+    q = order⁻¹[p]; it can be reached only if q lies in rows y − before … y + after and in columns
+    x − before … x + after."""
+    order = torch.as_tensor(order).flatten()
+    if sorted(order.tolist()) != list(range(height * width)):
+        raise ValueError(f"order is not a permutation of the {height}×{width} pixel positions")
+    source = torch.argsort(order)  # source[p] = shuffled position of original pixel p
+    target = torch.arange(height * width)
+    dy = source // width - target // width
+    dx = source % width - target % width
+    inside = (dy >= -before) & (dy <= after) & (dx >= -before) & (dx <= after)
+    return (~inside).view(height, width)
+
+
+def oracle_psnr(images: torch.Tensor, unreachable: torch.Tensor) -> float:
+    """Mean test PSNR (:func:`lib.training.psnr`, the chapter's metric) of an oracle that restores every reachable pixel
+    exactly and answers the mean image of ``images`` (uint8 N×C×H×W, the evaluation images) at every unreachable one.
+
+    With nothing out of reach it is :data:`PSNR_CAP_DB` (the metric's cap, an exact reconstruction). It is the ceiling
+    of a model that can only copy pixels it sees into place; a model might still beat it slightly by guessing an
+    unreachable pixel from the (shuffled) pixels it does see, better than the mean image does."""
+    unit = data.to_unit(images)
+    mean = unit.mean(0, keepdim=True)
+    oracle = torch.where(torch.as_tensor(unreachable, dtype=torch.bool).view(1, 1, *unit.shape[-2:]), mean, unit)
+    return float(psnr(oracle, images).mean())
+
+
+def _unshuffle_images(dataset: str, scale: int, n: int) -> torch.Tensor:
+    """``n`` class-balanced test images (data seed 0), average-pooled by ``scale`` as :func:`train_unshuffle` does."""
+    images, _ = data.subset(*data.load(dataset, "test"), n, seed=0)
+    return _resize(images, images.shape[-1] // scale) if scale != 1 else images
+
+
+def _window_text(before: int, after: int) -> str:
+    return f"±{before}" if before == after else f"−{before}…+{after}"
+
+
+def unshuffle_reach(profile: str, n_images: int = REACH_IMAGES, oracle: bool = True) -> list[dict]:
+    """Out-of-reach fraction and oracle PSNR of every un-shuffling model of ``profile``, for the permutation its runs
+    use: the base model on each data set, the CIFAR-10 depth and kernel-size sweeps (width does not change the
+    receptive field) and, for reference, the later paper's best model (depth 16, width 512, kernel 7) at the profile's
+    CIFAR-10 image size.
+
+    Each row: ``dataset``, ``image`` (H×W), ``model``, ``depth``, ``kernel_size``, ``window`` (before, after),
+    ``receptive field`` (pixels per side), ``out of reach`` (fraction of output pixels), ``oracle PSNR (dB)``
+    (:func:`oracle_psnr` on ``n_images`` test images, :data:`PSNR_CAP_DB` when nothing is out of reach; NaN with
+    ``note`` = "dataset missing" when the data set cannot be read, NaN when ``oracle`` is False)."""
+    u = SETTINGS[profile]["unshuffle"]
+    scale = u["image_scale"]
+    datasets = [d for d in u["datasets"] if d != "mnist" or _available(d)]
+    models = [(d, "base", u["depth"], u["kernel_size"]) for d in datasets]
+    for field in ("depth", "kernel_size"):
+        for value in u["sweep"].get(field, []):
+            depth = value if field == "depth" else u["depth"]
+            kernel = value if field == "kernel_size" else u["kernel_size"]
+            if (depth, kernel) != (u["depth"], u["kernel_size"]):
+                models.append(("cifar10", f"sweep {field.replace('_', ' ')} {value}", depth, kernel))
+    models.append(("cifar10", "papers' best (width 512)", BEST_UNSHUFFLER["depth"], BEST_UNSHUFFLER["kernel_size"]))
+    images, rows = {}, []
+    for dataset, label, depth, kernel in models:
+        size = NATIVE_SIZE[dataset] // scale
+        seed = _unshuffle_config(u, dataset, "chans", u["seeds"][0])["permutation_seed"]
+        before, after = unshuffle_window(depth, kernel)
+        mask = out_of_reach_mask(PixelPermutation(size, size, seed=seed).order, size, size, before, after)
+        row = {"dataset": dataset, "image": f"{size}×{size}", "model": label, "depth": depth, "kernel_size": kernel,
+               "window": (before, after), "receptive field": before + after + 1,
+               "out of reach": float(mask.float().mean()), "oracle PSNR (dB)": math.nan, "note": ""}
+        if oracle and not mask.any():  # everything in reach: the oracle is exact, no image needed
+            row["oracle PSNR (dB)"] = PSNR_CAP_DB
+        elif oracle:
+            if dataset not in images:
+                try:
+                    images[dataset] = _unshuffle_images(dataset, scale, n_images)
+                except data.DatasetMissingError:
+                    images[dataset] = None
+            if images[dataset] is None:
+                row["note"] = "dataset missing"
+            else:
+                if tuple(images[dataset].shape[-2:]) != (size, size):
+                    raise ValueError(f"{dataset}: expected {size}×{size} images, got {tuple(images[dataset].shape)}")
+                row["oracle PSNR (dB)"] = oracle_psnr(images[dataset], mask)
+                row["oracle images"] = len(images[dataset])
+        rows.append(row)
+    return rows
+
+
+def reach_table(rows: list[dict]) -> list[dict]:
+    """:func:`unshuffle_reach` rows formatted for the notebook's Markdown table."""
+    def db(value: float) -> str:
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.0f} (cap: exact)" if value >= PSNR_CAP_DB - 1e-6 else f"{value:.1f}"
+    return [{"data set": r["dataset"], "image": r["image"], "model": r["model"],
+             "depth, kernel": f"{r['depth']}, {r['kernel_size']}",
+             "receptive field": f"{r['receptive field']}×{r['receptive field']} ({_window_text(*r['window'])})",
+             "out of reach": f"{100 * r['out of reach']:.0f}%", "oracle PSNR (dB)": db(r["oracle PSNR (dB)"])}
+            for r in rows]
+
+
 # --- claims and verdicts ---------------------------------------------------------------------------------------------
 
 CLOSE_ABS = 0.02   # "≈": a gap of at most 2 points of accuracy (or 2 sd of the seeds, when larger)
@@ -604,6 +745,52 @@ def coverage_figure(sizes=(1, 2, 4, 8, 16, 32, 64, 128), k: int = 3, grid: int =
     vmax = max(e.max() for e in envelopes.values())
     for a, (label, env) in zip(axes, envelopes.items()):
         show_envelope(a, env, label.split(" (")[0], vmax)
+    return fig
+
+
+def rank_table(rows: list[dict]) -> list[dict]:
+    """:func:`lib.spatial_rank.rank_statistics` rows formatted for the notebook (the chapter's models named)."""
+    models = {1: "ConvMixer (one filter per channel)", 3: "Chans (d=3)", 9: "Chans (d=9), Full, Same"}
+    return [{"d": r["d"], "models": models.get(r["d"], ""),
+             "rank": f"{r['rank_mean']:.0f}" if r["rank_min"] == r["rank_max"] else
+                     f"{r['rank_mean']:.2f} ({r['rank_min']}-{r['rank_max']})",
+             "spans all 3×3 kernels": "yes" if r["rank_min"] == r["span"] else "no",
+             "condition number: mean ± sd": f"{r['condition_mean']:.1f} ± {r['condition_sd']:.1f}",
+             "median (5-95%)": f"{r['condition_median']:.1f} ({r['condition_p05']:.1f}-{r['condition_p95']:.1f})",
+             "smallest σ: mean ± sd": f"{r['smallest_mean']:.3f} ± {r['smallest_sd']:.3f}"} for r in rows]
+
+
+def rank_figure(rows: list[dict]):
+    """Rank, condition number and smallest singular value of the d×9 matrix of d frozen random 3×3 filters against d
+    (:func:`lib.spatial_rank.rank_statistics`: mean, with min-max for the rank and the 5-95 % range otherwise)."""
+    from ..plotting import figure
+    d = np.array([r["d"] for r in rows])
+    span = rows[0]["span"]
+    fig, (a, b, c) = figure(1, 3, width=10.0, height=3.0)
+    rank = np.array([r["rank_mean"] for r in rows])
+    a.errorbar(d, rank, yerr=[rank - [r["rank_min"] for r in rows], [r["rank_max"] for r in rows] - rank],
+               marker="o", capsize=3, label="measured (min-max)")
+    a.plot(d, np.minimum(d, span), "k:", lw=1, label=f"min(d, {span})")
+    a.axhline(span, color="0.5", ls="--", lw=1)
+    a.set(xlabel="d (frozen filters per channel)", ylabel="rank", title=f"span of the filters (of {span})")
+    a.legend(fontsize=7)
+    for ax, key, label in ((b, "condition", "condition number σmax/σmin"), (c, None, "smallest singular value")):
+        if key:
+            median = np.array([r["condition_median"] for r in rows])
+            ax.fill_between(d, [r["condition_p05"] for r in rows], [r["condition_p95"] for r in rows], alpha=0.25,
+                            label="5-95%")
+            ax.plot(d, median, marker="o", label="median")
+            ax.plot(d, [r["condition_mean"] for r in rows], "s--", ms=3, lw=1, label="mean")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        else:
+            mean = np.array([r["smallest_mean"] for r in rows])
+            ax.errorbar(d, mean, yerr=[r["smallest_sd"] for r in rows], marker="o", capsize=3)
+            ax.set_ylim(0, None)
+        ax.set(xlabel="d (frozen filters per channel)", ylabel=label)
+    for ax in (a, b, c):
+        ax.set_xticks(d)
+    c.set_title(f"filters uniform ±1/3; {rows[0]['draws']} draws per d", fontsize=8)
     return fig
 
 
@@ -833,9 +1020,19 @@ def unshuffle_base(profile: str) -> dict:
     return {k: u[k] for k in ("dim", "depth", "kernel_size", "image_scale")}
 
 
-def unshuffle_figure(results: list[dict], profile: str):
+def _oracle_of(oracle: list[dict] | None, dataset: str, depth: int, kernel_size: int) -> float:
+    """The oracle PSNR of :func:`unshuffle_reach` rows for one model, NaN when absent or at the metric's cap."""
+    for row in oracle or []:
+        if (row["dataset"], row["depth"], row["kernel_size"]) == (dataset, depth, kernel_size):
+            value = row["oracle PSNR (dB)"]
+            return value if value < PSNR_CAP_DB - 1e-6 else math.nan
+    return math.nan
+
+
+def unshuffle_figure(results: list[dict], profile: str, oracle: list[dict] | None = None):
     """Test PSNR of Full / Chans / Space per dataset (base model), and PSNR against depth, width and kernel on
-    CIFAR-10 (paper Fig 12)."""
+    CIFAR-10 (paper Fig 12). ``oracle``: rows of :func:`unshuffle_reach`, drawn as dotted lines (the PSNR of restoring
+    every pixel within the receptive field exactly and the mean image elsewhere; not drawn where it is the cap)."""
     from ..plotting import figure, provenance_footer
     u = SETTINGS[profile]["unshuffle"]
     base = unshuffle_base(profile)
@@ -849,6 +1046,10 @@ def unshuffle_figure(results: list[dict], profile: str):
         reference = mean_sd(x.get("mean_image_psnr") for x in select(results, dataset=d, **base))[0]
         axes[0].hlines(reference, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=1,
                        label="mean image" if i == 0 else None)
+        ceiling = _oracle_of(oracle, d, u["depth"], u["kernel_size"])
+        if not math.isnan(ceiling):
+            axes[0].hlines(ceiling, i - 0.45, i + 0.45, colors="C3", linestyles=":", lw=1.5,
+                           label="reach oracle" if i == 0 else None)
     axes[0].set_xticks(range(len(datasets)), datasets)
     axes[0].set(ylabel="test PSNR (dB)", title="base model")
     # below the axes: inside, the legend hides the bars (all variants sit between the mean image and ~20 dB)
@@ -861,6 +1062,10 @@ def unshuffle_figure(results: list[dict], profile: str):
                 used += found
                 points.append(mean_sd(x["psnr"] for x in found)[0])
             ax.plot(values, points, marker="o", label=label)
+        ceilings = [_oracle_of(oracle, "cifar10", v if field == "depth" else u["depth"],
+                               v if field == "kernel_size" else u["kernel_size"]) for v in values]
+        if not all(math.isnan(c) for c in ceilings):
+            ax.plot(values, ceilings, color="C3", ls=":", marker=".", lw=1.5, label="reach oracle")
         ax.set_xticks(values)
         ax.set(xlabel={"dim": "width"}.get(field, field.replace("_", " ")), ylabel="PSNR (dB)", title="CIFAR-10")
         ax.legend()
