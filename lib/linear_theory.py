@@ -9,7 +9,8 @@
   λ·L·(HW)^{−(L−1)/L}·Σ_ij |v̂_ij|_{2/L}^{2/L} (``weight_decay_penalty``), not the λ·L·Σ_ij |v̂_ij|_{2/L}^{2/L} of
   eq. 4.10: the effective λ is λ·(HW)^{−(L−1)/L} (``effective_lambda``).
 * §4.1 / App. A: ridge regression and LASSO solved on DFT'd images, against the diagonal-covariance predictions
-  τ/(λ+τ) (eq. 4.18) and |v̂_LS| − λ/τ (eq. A.7).
+  τ/(λ+τ) (eq. 4.18) and |v̂_LS| − λ/τ (eq. A.7); ``depth_prediction`` is the same diagonal prediction for any number
+  of layers L (Theorem 4.9's penalty, one frequency at a time).
 * Fig 1 / App. C.1: image statistics in frequency space (standard deviation per frequency, covariance vs distance,
   the power law τ ≈ γ/(|i|^α + |j|^β)).
 
@@ -418,3 +419,52 @@ def diagonal_dominance(sigma_hat: np.ndarray) -> np.ndarray:
     """Per row of Σ̂: the diagonal entry's share of the row's absolute sum (1 where eq. 4.17 holds exactly)."""
     absolute = np.abs(sigma_hat)
     return np.diag(absolute) / absolute.sum(1)
+
+
+# --- Theorem 4.9 under the diagonal assumption: the predicted |v̂| of a depth-L linear CNN -----------------------------
+
+
+def depth_prediction(v_ls_abs: np.ndarray, tau: np.ndarray, lam: float, layers: int,
+                     iterations: int = 200) -> np.ndarray:
+    """argmin_{s ≥ 0} τ (s − s₀)² + λ L s^{2/L} elementwise, with s₀ = ``v_ls_abs`` and the given ``tau``.
+
+    Under the diagonal assumption 4.17 the data term of min (1/N)|Y − Xv|² + λ L Σ_ij |v̂_ij|_{2/L}^{2/L} (eq. 4.10,
+    with ``lam`` the *effective* λ of :func:`effective_lambda`) is Σ τ_ij |v̂_ij − v̂_LS,ij|², and for one input
+    channel (a K × 1 matrix per frequency, whose singular value is its L2 norm over the K outputs) the problem splits
+    into this scalar one per frequency, the minimiser pointing along v̂_LS,ij. L = 1 gives ridge, s = τ s₀/(τ + λ)
+    (eq. 4.18); L = 2 soft thresholding, s = max(0, s₀ − λ/τ) (eq. A.7); for L ≥ 3 the penalty is concave in s and the
+    minimiser is 0 or the larger root of τ (s − s₀) + λ s^{2/L−1} = 0 (found by bisection), whichever costs less.
+    With several input channels apply it per channel (an approximation: the Schatten penalty couples the channels).
+    Frequencies with τ = 0 (no variance) get 0, the minimum-norm answer.
+    """
+    if layers < 1:
+        raise ValueError(f"layers must be at least 1, got {layers}")
+    if lam < 0:
+        raise ValueError(f"lam must be ≥ 0, got {lam}")
+    s0 = np.asarray(v_ls_abs, dtype=np.float64)
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), s0.shape)
+    live = (tau > 0) & (s0 > 0)
+    out = np.zeros_like(s0)
+    if lam == 0:
+        out[live] = s0[live]
+        return out
+    if layers == 1:
+        out[live] = tau[live] * s0[live] / (tau[live] + lam)
+        return out
+    if layers == 2:
+        out[live] = np.maximum(0.0, s0[live] - lam / tau[live])
+        return out
+    t, s, p = tau[live], s0[live], 2.0 / layers
+    # g(s) = τ(s − s₀) + λ s^{p−1} is convex on s > 0 with its minimum at s*; a root exists iff g(s*) < 0
+    turning = (lam * (1 - p) / t) ** (1 / (2 - p))
+    g_turning = t * (turning - s) + lam * turning ** (p - 1)
+    has_root = (turning < s) & (g_turning < 0)
+    lo, hi = np.where(has_root, turning, s), s.copy()       # g(lo) < 0 < g(hi) = λ s₀^{p−1} where has_root
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        negative = t * (mid - s) + lam * mid ** (p - 1) < 0
+        lo, hi = np.where(negative, mid, lo), np.where(negative, hi, mid)
+    root = 0.5 * (lo + hi)
+    cost_root = t * (root - s) ** 2 + lam * layers * root ** p
+    out[live] = np.where(has_root & (cost_root < t * s ** 2), root, 0.0)
+    return out

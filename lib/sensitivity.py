@@ -51,6 +51,19 @@ def frequency_sensitivity(model: torch.nn.Module, images: torch.Tensor, *, batch
     return (total / len(images)).numpy()
 
 
+def predictor_sensitivity(v: np.ndarray) -> np.ndarray:
+    """The frequency sensitivity of a linear model ``f_k(x) = Σ v[k]·x + b_k`` exactly: (C, H, W), un-shifted.
+
+    ``v`` (K, C, H, W) in the input's units (images in [0, 1]); the gradient is ``v`` at every image, so
+    ``S_cij = (Σ_k |v̂_k,cij|²)^½`` with ``v̂ = fft2(v, norm="ortho")`` — what :func:`frequency_sensitivity` returns
+    for such a model (the same normalisation, the L2 norm over the K outputs). Use it as an autograd-free check.
+    """
+    v = np.asarray(v)
+    if v.ndim != 4:
+        raise ValueError(f"v must be shaped (K, C, H, W), got {v.shape}")
+    return np.sqrt((np.abs(np.fft.fft2(v, norm="ortho")) ** 2).sum(0))
+
+
 def centred(image: np.ndarray) -> np.ndarray:
     """Move the zero frequency of a (…, H, W) spectrum to the centre (for display)."""
     return np.fft.fftshift(image, axes=(-2, -1))

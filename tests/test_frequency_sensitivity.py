@@ -526,6 +526,101 @@ def test_models_shapes_and_parameter_counts():
         ConvActually(kernel_size=33)
 
 
+def _random_linear_convactually(depth, kernel_size, size, channels, seed=0):
+    """A linear ConvActually with random weights *and* random biases, and a channel-dependent normalisation."""
+    from lib.models.convactually import ConvActually
+    torch.manual_seed(seed)
+    model = ConvActually(depth, 3, in_channels=channels, image_size=size, num_classes=4,
+                         mean=[0.3, 0.5, 0.4][:channels], std=[0.2, 0.3, 0.25][:channels], kernel_size=kernel_size,
+                         activation="identity")
+    with torch.no_grad():
+        for module in model.net:
+            if getattr(module, "bias", None) is not None:
+                module.bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize("depth, kernel_size, size, channels", [(1, 10, 10, 3), (3, 4, 9, 2), (2, 5, 12, 1),
+                                                                 (1, 32, 32, 3)])
+def test_linear_convactually_sensitivity_is_the_collapsed_predictor(depth, kernel_size, size, channels):
+    """Exact identity: the autograd sensitivity of a linear ConvActually is |v̂| of the predictor read off its weights
+    (to float32 round-off), and that predictor reproduces the model's outputs (which also pins down its phase)."""
+    from lib.models.convactually import linear_predictor
+    model = _random_linear_convactually(depth, kernel_size, size, channels, seed=depth + size)
+    images = torch.rand(7, channels, size, size)
+    v, b = linear_predictor(model)
+    assert v.shape == (4, channels, size, size) and b.shape == (4,)
+    with torch.no_grad():
+        outputs = model(images).double().numpy()
+    np.testing.assert_allclose(np.einsum("kchw,nchw->nk", v, images.double().numpy()) + b, outputs,
+                               atol=2e-5 * np.abs(outputs).max())
+    exact = sensitivity.predictor_sensitivity(v)
+    measured = sensitivity.frequency_sensitivity(model, images, batch_size=3)
+    assert exact.shape == measured.shape == (channels, size, size)
+    assert exact.max() > 1.5 * exact.min()        # not a flat map: the comparison has something to get wrong
+    assert np.abs(measured - exact).max() <= 1e-5 * exact.max()
+
+
+def test_linear_predictor_needs_a_linear_model_and_default_convactually_is_unchanged():
+    from lib.models.convactually import ConvActually, linear_predictor
+    torch.manual_seed(0)
+    relu = ConvActually(depth=2, width=4)
+    torch.manual_seed(0)
+    linear = ConvActually(depth=2, width=4, activation="identity")
+    assert relu.activation == "relu" and sum(isinstance(m, torch.nn.ReLU) for m in relu.net) == 2
+    assert not any(isinstance(m, torch.nn.ReLU) for m in linear.net)
+    assert relu.state_dict().keys() == linear.state_dict().keys()
+    # Kaiming gains: √2 (ReLU, as before) and 1 (linear), on the same random draw
+    torch.testing.assert_close(relu.net[1].weight, np.sqrt(2) * linear.net[1].weight)
+    fan_in = 3 * 32 * 32
+    assert relu.net[1].weight.std().item() == pytest.approx(np.sqrt(2 / fan_in), rel=0.05)
+    with pytest.raises(ValueError, match="linear ConvActually"):
+        linear_predictor(relu)
+    with pytest.raises(ValueError, match="activation"):
+        ConvActually(activation="tanh")
+    # with ReLUs the model is not linear: the sensitivity of f differs from |v̂| of the same weights without ReLUs
+    x = torch.rand(4, 3, 32, 32)
+    v, _ = linear_predictor(linear)
+    with torch.no_grad():
+        linear.net[1].weight.mul_(np.sqrt(2))
+        linear.net[3].weight.mul_(np.sqrt(2))
+    v_scaled, _ = linear_predictor(linear)
+    np.testing.assert_allclose(v_scaled, 2 * v, atol=1e-6 * np.abs(v).max())
+    relu_map = sensitivity.frequency_sensitivity(relu, x)
+    assert np.abs(relu_map - sensitivity.predictor_sensitivity(v_scaled)).max() > 0.05 * relu_map.max()
+
+
+def test_predictor_sensitivity_matches_the_linear_model_check():
+    torch.manual_seed(2)
+    v = torch.randn(3, 2, 6, 5)
+    measured = sensitivity.frequency_sensitivity(_Linear(v), torch.rand(2, 2, 6, 5))
+    np.testing.assert_allclose(sensitivity.predictor_sensitivity(v.numpy()), measured, rtol=1e-5)
+    with pytest.raises(ValueError, match="K, C, H, W"):
+        sensitivity.predictor_sensitivity(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 5, 9])
+def test_depth_prediction_minimises_the_per_frequency_objective(layers):
+    """Theorem 4.9 under the diagonal assumption: argmin_s τ(s − s₀)² + λL s^{2/L}, against a fine grid search."""
+    rng = np.random.default_rng(layers)
+    s0, tau, lam = rng.random(300) * 3, 10 ** rng.uniform(-2, 2, 300), 0.3
+    predicted = lt.depth_prediction(s0, tau, lam, layers)
+    grid = np.linspace(0, 1, 100001)[:, None] * s0[None]
+    cost = tau * (grid - s0) ** 2 + lam * layers * grid ** (2 / layers)
+    predicted_cost = tau * (predicted - s0) ** 2 + lam * layers * predicted ** (2 / layers)
+    assert np.all(predicted_cost <= cost.min(0) + 1e-12)                    # never worse than the best grid point
+    np.testing.assert_allclose(predicted, grid[np.argmin(cost, 0), np.arange(300)], atol=3e-5 * s0.max())
+    assert np.all((predicted >= 0) & (predicted <= s0 + 1e-12))
+    if layers == 1:
+        np.testing.assert_allclose(predicted, tau * s0 / (tau + lam), rtol=1e-12)      # ridge, eq. 4.18
+    if layers == 2:
+        np.testing.assert_allclose(predicted, np.maximum(0, s0 - lam / tau), rtol=1e-12)   # eq. A.7
+    if layers >= 2:
+        assert 0 < np.mean(predicted == 0) < 1                              # this λ zeroes some, not all
+    np.testing.assert_allclose(lt.depth_prediction(s0, tau, 0.0, layers), s0)   # no decay: least squares
+    assert lt.depth_prediction(np.array([1.0]), np.array([0.0]), lam, layers)[0] == 0   # no variance: 0
+
+
 # --- the experiments module ------------------------------------------------------------------------------------------
 
 def test_runs_and_verdicts():
@@ -600,10 +695,116 @@ def test_paper_profile_configs_run_at_tiny_scale():
     shrink = {"train_size": 40, "test_size": 20, "sensitivity_images": 4, "epochs": 1, "batch_size": 20}
     seen = set()
     for run in fs.runs("paper"):
-        if run.section in ("theory", "statistics", "ridge") or run.config["model"] in seen:
+        if run.section in ("theory", "statistics", "ridge", "linear", "untrained") or run.config["model"] in seen:
             continue
         seen.add(run.config["model"])
         config = {**run.config, **shrink, "depth": min(run.config.get("depth", 1), 8)}
         result = fs.train_run(config, torch.device("cpu"))
         assert result["finite"] and result["sensitivity"].shape == (3, 32, 32)
     assert seen == {"convactually", "myrtle", "resnet", "plain"}
+
+
+def _tiny_linear_config(**overrides):
+    # Fashion-MNIST (1×28×28, 784 pixels): least squares needs at least 784 images
+    config = {"dataset": "fashion_mnist", "model": "convactually", "activation": "identity", "depth": 1, "width": 2,
+              "weight_decay": 3.0, "lr": 0.001, "epochs": 1, "batch_size": 100, "warmup_fraction": 0.1,
+              "train_size": 800, "grayscale": False, "data_seed": 0, "test_size": 100, "sensitivity_images": 3,
+              "seed": 0}
+    return {**config, **overrides}
+
+
+def test_linear_run_at_tiny_scale():
+    """The linear section end to end: the exact identity on the trained model, the theory's constants, predictions that
+    are maps of the right shape, Spearman ρ in range, and a weight-decay cost at or above Theorem 4.9's minimum."""
+    from lib.experiments import frequency_sensitivity as fs
+    config = _tiny_linear_config()
+    torch.manual_seed(0)
+    result = {**fs.linear_run(config, torch.device("cpu")), "config": config}   # the store adds the config
+    assert result["identity_error"] < fs.LINEAR_IDENTITY_TOLERANCE
+    assert result["layers"] == 2 and result["lambda"] == pytest.approx(10 * 3.0 / 2)   # λ = K·wd/2
+    assert result["lambda_effective"] == pytest.approx(lt.effective_lambda(15.0, 2, (28, 28)))
+    for prefix in ("", "init_", "ridge_", "theorem_"):
+        assert result[f"{prefix}sensitivity"].shape == (1, 28, 28)
+        assert np.all(result[f"{prefix}sensitivity"] >= 0)
+    for key in ("rho_ridge", "rho_theorem", "rho_tau", "rho_init_theorem"):
+        assert -1 <= result[key] <= 1
+    assert 0 < result["init_moment1"] < result["radii"].max() and 0 < result["moment1"] < result["radii"].max()
+    assert result["penalty_ratio"] >= 1 - 1e-6          # L = 2: the bound is proven (Lemma B.13)
+    assert 0 < result["theorem_zero_fraction"] < 1     # this decay zeroes some frequencies, not all
+    # the model at init is not the trained model, and training moved v̂ (sensitivity maps differ)
+    assert np.abs(result["sensitivity"] - result["init_sensitivity"]).max() > 1e-3 * result["init_sensitivity"].max()
+    rows = fs.linear_summary([result, {**result, "config": {**config, "depth": 2}, "layers": 3}])
+    assert [r["depth (L)"] for r in rows] == ["1 (2)", "2 (3)"]
+    import matplotlib
+    matplotlib.use("Agg")
+    fs.figure_linear([result])
+    fs._plt().plt.close("all")
+
+
+def test_untrained_runs_pair_with_every_trained_run_and_share_its_initial_weights():
+    from lib import data
+    from lib.experiments import frequency_sensitivity as fs
+    from lib.training import seed_everything
+    for profile in ("quick", "paper"):
+        untrained = [{"config": r.config} for r in fs.runs(profile, section="untrained")]
+        for section in fs.TRAINING_SECTIONS:
+            for run in fs.runs(profile, section=section):
+                match = fs.untrained_match({"config": run.config}, untrained)
+                assert match is not None and "epochs" not in match["config"]
+                assert all(match["config"][k] == run.config[k] for k in ("model", "width", "seed"))
+    # train_run loads data before building its model: loading must draw nothing from the global generator
+    seed_everything(3)
+    state = torch.get_rng_state()
+    data.subset(*data.load("fashion_mnist", "test"), 50, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+    config = {"dataset": "fashion_mnist", "model": "convactually", "depth": 2, "width": 2, "test_size": 60,
+              "sensitivity_images": 4, "seed": 3}
+    seed_everything(3)
+    result = fs.untrained_run(config, torch.device("cpu"))
+    seed_everything(3)
+    model = fs.build_model(config, (1, 28, 28))
+    x_test, y_test = data.subset(*data.load("fashion_mnist", "test"), 60, seed=0)
+    images, _ = data.subset(x_test, y_test, 4, seed=1)
+    np.testing.assert_array_equal(result["sensitivity"], sensitivity.frequency_sensitivity(model, images)
+                                  .astype(np.float32))
+    assert 0 < result["moment1"] < result["radii"].max()
+
+
+def _fake_train(model, depth, decay, seed, moment1):
+    return {"config": {"dataset": "cifar10", "model": model, "depth": depth, "width": 8, "weight_decay": decay,
+                       "seed": seed}, "moment1": moment1, "moment2": moment1 ** 2, "accuracy": 0.5}
+
+
+def test_claims_rows_for_the_linear_and_untrained_sections():
+    from lib.experiments import frequency_sensitivity as fs
+    theory = {"lemmas": [{"frequency_vs_spatial": 0.0, "collapsed_vs_spatial": 0.0}],
+              "factorisations": {"a": {"proven": True, "svd_ratio": [1.0], "random_min_ratio": [1.1],
+                                       "optimised_min_ratio": [1.01]},
+                                 "b": {"proven": False, "svd_ratio": [1.0], "random_min_ratio": [1.2],
+                                       "optimised_min_ratio": []}}}
+    ridge = {"median_log_error": [0.05, 0.08]}
+    linear = [{"config": {"depth": d, "weight_decay": wd, "seed": seed}, "layers": d + 1, "identity_error": 3e-7,
+               "rho_ridge": 0.3 + 0.01 * seed, "rho_theorem": (0.2 if d == 1 else -0.2) + 0.01 * seed,
+               "rho_init_theorem": 0.0, "moment1": 13.0 + 0.1 * seed, "init_moment1": 11.5}
+              for d in (1, 2) for wd in (0.0, 0.03) for seed in range(3)]
+    depth = [_fake_train("convactually", d, 1e-9, s, 9.0 - d + 0.1 * s) for d in (1, 2, 4) for s in range(3)]
+    residual = [_fake_train("resnet", d, 5e-4, s, 12.0 + 0.01 * d + 0.1 * s) for d in (8, 14, 20) for s in range(3)]
+    untrained = [_fake_train(r["config"]["model"], r["config"]["depth"], None, r["config"]["seed"], 11.5)
+                 for r in depth + residual]
+    for u in untrained:
+        del u["config"]["weight_decay"]
+    rows = fs.claims(theory, [], ridge, {"depth": depth, "residual": residual, "linear": linear,
+                                         "untrained": untrained})
+    by_claim = {r["claim"]: r for r in rows}
+    exact = by_claim["linear ConvActually: sensitivity equals |v̂| (exact)"]
+    assert exact["verdict"] == "holds" and exact["exact"]
+    broken = fs.claims(theory, [], ridge, {"linear": [{**linear[0], "identity_error": 1e-3}]})
+    assert {r["claim"]: r for r in broken}[exact["claim"]]["verdict"] == "fails"
+    follows = [r for r in rows if "follows the ridge/Theorem-4.9" in r["claim"]]
+    assert [r["verdict"] for r in follows] == ["supported", "contradicted"]   # depth 2: the weaker ρ is negative
+    moved = {r["claim"].split(",")[1].split(":")[0].strip(): r["verdict"] for r in rows
+             if r["claim"].startswith("trained vs untrained")}
+    assert moved == {"ConvActually": "supported", "CIFAR ResNet": "contradicted",   # fall / rise from 11.5
+                     "linear ConvActually": "contradicted"}
+    table = fs.untrained_summary(untrained, {"depth": depth, "residual": residual})
+    assert len(table) == 6 and table[0]["moment 1 untrained"].startswith("11.50")
