@@ -83,42 +83,6 @@ def verdict_greater(better, worse, margin: float = 0.0, sampling_n: int | None =
     return "inconclusive"
 
 
-def verdict_similar(a, b, tolerance: float) -> str:
-    """Verdict on "``a`` ≈ ``b``": ``supported`` when the means differ by at most ``tolerance``, else ``contradicted``."""
-    a_mean, _, a_n = mean_sd(a)
-    b_mean, _, b_n = mean_sd(b)
-    if not a_n or not b_n:
-        return "not run"
-    return "supported" if abs(a_mean - b_mean) <= tolerance else "contradicted"
-
-
-def verdict_fraction(successes: int, total: int, threshold: float = 0.5) -> str:
-    """Verdict on a claim checked case by case (per layer, per filter): supported above ``threshold`` of cases."""
-    if total == 0:
-        return "not run"
-    fraction = successes / total
-    if fraction > threshold:
-        return "supported"
-    return "contradicted" if fraction < 1 - threshold else "inconclusive"
-
-
-def verdict_every(successes: int, total: int) -> str:
-    """Verdict on a claim about *every* case (all filters, every layer): ``supported`` only when all cases agree,
-    ``partly supported`` when most do, ``contradicted`` when at most half do."""
-    if total == 0:
-        return "not run"
-    if successes == total:
-        return "supported"
-    return "partly supported" if successes > total / 2 else "contradicted"
-
-
-def verdict_at_most(value: float, limit: float) -> str:
-    """Verdict on "``value`` stays within ``limit``" (e.g. a timing overhead against a multiple of the paper's)."""
-    if value is None or not np.isfinite(value) or not np.isfinite(limit):
-        return "not run"
-    return "supported" if value <= limit else "contradicted"
-
-
 def verdict_not_worse(candidate, reference, tolerance: float, sampling_n: int | None = None) -> str:
     """Verdict on "``candidate`` keeps ``reference``'s level": ``supported`` when the mean is at most ``tolerance``
     below it, ``contradicted`` when it is lower by more than ``tolerance`` plus two standard errors (as in

@@ -447,10 +447,6 @@ def _colour(key: tuple):
     return filter_colour(key[1], key[2])
 
 
-def _pct(values) -> str:
-    return format_mean_sd(values, scale=100, digits=1)
-
-
 def _ordered(groups: dict, pool: str = "maxblur", augment: bool | None = None) -> list[tuple]:
     """Keys in Table 1 order: the baseline first, then the filters (of ``pool``), optionally one augment setting."""
     order = {f: i for i, f in enumerate(table1_filters())}
