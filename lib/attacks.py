@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,10 +41,12 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float
     return adv.detach()
 
 
-def accuracy_under_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, *,
-                          attack: str = "fgsm", batch_size: int = 500, device=None, source_model=None,
-                          **attack_kwargs) -> list[float]:
-    """Accuracy on ``x`` (uint8 or [0, 1]) for every ε. ``source_model`` crafts the examples (a transfer attack)."""
+def correct_under_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, *,
+                         attack: str = "fgsm", batch_size: int = 500, device=None, source_model=None,
+                         **attack_kwargs) -> np.ndarray:
+    """Per ε and test image, whether ``model`` still classifies the attacked image correctly: booleans shaped
+    (len(epsilons), len(x)), for paired tests between models attacked on the same images. ``x`` is uint8 or in
+    [0, 1]; ``source_model`` crafts the examples (a transfer attack)."""
     from .data import to_unit
     attacks = {"fgsm": fgsm, "pgd": pgd}
     if attack not in attacks:
@@ -52,15 +55,56 @@ def accuracy_under_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     crafter = source_model if source_model is not None else model
     was = model.training, crafter.training
     model.eval(), crafter.eval()
-    accuracies = []
-    for epsilon in epsilons:
-        correct = 0
+    correct = np.zeros((len(epsilons), len(x)), dtype=bool)
+    for row, epsilon in enumerate(epsilons):
         for start in range(0, len(x), batch_size):
             xb = to_unit(x[start:start + batch_size]).to(device)
             yb = y[start:start + batch_size].to(device)
             adv = attacks[attack](crafter, xb, yb, float(epsilon), **attack_kwargs)
             with torch.no_grad():
-                correct += int((model(adv).argmax(1) == yb).sum())
-        accuracies.append(correct / len(x))
+                correct[row, start:start + len(xb)] = (model(adv).argmax(1) == yb).cpu().numpy()
     model.train(was[0]), crafter.train(was[1])
-    return accuracies
+    return correct
+
+
+def accuracy_under_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, **options) -> list[float]:
+    """Accuracy on ``x`` for every ε (the means of :func:`correct_under_attack`, same options)."""
+    return [float(row.mean()) for row in correct_under_attack(model, x, y, epsilons, **options)]
+
+
+# --- spatial attack (Engstrom et al., "Exploring the landscape of spatial robustness", ICML 2019) --------------------
+
+SPATIAL_ROTATIONS = (-30, -20, -10, 0, 10, 20, 30)   # degrees; the paper's range ±30°, on a coarser grid
+SPATIAL_TRANSLATIONS = (-3, 0, 3)                    # pixels in each direction (the paper's ±3 px for 32×32 images)
+
+
+def spatial_grid(rotations=SPATIAL_ROTATIONS, translations=SPATIAL_TRANSLATIONS) -> list[tuple[float, int, int]]:
+    """Every ``(angle, dx, dy)`` of the grid, the identity included."""
+    return [(float(a), int(dx), int(dy)) for a in rotations for dx in translations for dy in translations]
+
+
+def correct_under_spatial_attack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                                 rotations=SPATIAL_ROTATIONS, translations=SPATIAL_TRANSLATIONS,
+                                 batch_size: int = 500, device=None) -> np.ndarray:
+    """The grid-search spatial attack: every image rotated and translated by every transform of
+    :func:`spatial_grid` (bilinear, zero fill, by ``torchvision.transforms.v2.functional.affine``). Returns booleans
+    shaped (transforms, images): correct under each transform. An image resists the attack when it is correct under
+    all of them (the adversary picks the worst transform per image; no gradient, so no gradient masking)."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import affine
+    from .data import to_unit
+    device = device or next(model.parameters()).device
+    grid = spatial_grid(rotations, translations)
+    was = model.training
+    model.eval()
+    correct = np.zeros((len(grid), len(x)), dtype=bool)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb = to_unit(x[start:start + batch_size]).to(device)
+            yb = y[start:start + batch_size].to(device)
+            for row, (angle, dx, dy) in enumerate(grid):
+                moved = affine(xb, angle=angle, translate=[dx, dy], scale=1.0, shear=[0.0, 0.0],
+                               interpolation=InterpolationMode.BILINEAR, fill=0.0)
+                correct[row, start:start + len(xb)] = (model(moved).argmax(1) == yb).cpu().numpy()
+    model.train(was)
+    return correct

@@ -44,8 +44,25 @@ def window(name: str, k: int, *, beta: float = KAISER_BETA) -> np.ndarray:
     return np.kaiser(k, beta)
 
 
+# controls that are not tapers (2-D only): ``"<window>_shuffled"`` puts the taps of the 2-D window in a fixed random
+# order, so every tap is scaled by one of the window's own values (the same multiset, hence the same amount of
+# shrinkage of the weights and of their learning rate) but the shape is gone: no smooth edge, no lower side lobes.
+# What a tapered network gains over it is the taper's shape, not plain regularisation.
+CONTROL_WINDOWS = ("hamming_shuffled",)
+CONTROL_SEED = 0
+
+
 def window2d(name: str, k: int, *, beta: float = KAISER_BETA) -> np.ndarray:
-    """Separable ``k``×``k`` window: the outer product of the 1-D window with itself."""
+    """Separable ``k``×``k`` window: the outer product of the 1-D window with itself; for a name of
+    :data:`CONTROL_WINDOWS` (``"hamming_shuffled"``) the taps of that outer product in a fixed random order
+    (``numpy.random.default_rng(CONTROL_SEED)``), the centre tap excluded from staying in place when k > 1."""
+    if name in CONTROL_WINDOWS:
+        base = window2d(name.removesuffix("_shuffled"), k, beta=beta).ravel()
+        order = np.random.default_rng(CONTROL_SEED).permutation(base.size)
+        centre = base.size // 2
+        if base.size > 1 and order[centre] == centre:  # the peak must move, or the control keeps the taper's centre
+            order[[centre, (centre + 1) % base.size]] = order[[(centre + 1) % base.size, centre]]
+        return base[order].reshape(k, k)
     w = window(name, k, beta=beta)
     return np.outer(w, w)
 
@@ -136,7 +153,9 @@ def out_of_band_energy(kernels, bandwidth: float = 0.125, n_fft: int = 64) -> np
     A learned kernel has no declared pass band, so its band is taken to be the neighbourhood of its strongest frequency
     ``f*`` (and of ``−f*``: real kernels have Hermitian spectra); the energy elsewhere is what a finite, untapered
     kernel spills into other bands. Distances wrap around the unit frequency torus. The same ``bandwidth`` is used for
-    every kernel size, so a kernel too small to resolve a narrow band scores high: that is the leakage the paper means.
+    every kernel size, so a kernel too small to resolve a narrow band scores high, and a tapered kernel's wider main lobe
+    counts as leakage: the measure depends on size and main-lobe width, not only on side lobes (use
+    :func:`lib.spectra.side_lobes` for the leakage the paper means; this one is kept for comparison).
     """
     power, fy, fx = _spectra_2d(kernels, n_fft)
     flat = power.reshape(len(power), -1)
@@ -146,11 +165,13 @@ def out_of_band_energy(kernels, bandwidth: float = 0.125, n_fft: int = 64) -> np
     def wrapped(a):  # distance on the frequency circle [-0.5, 0.5)
         return np.abs((a + 0.5) % 1.0 - 0.5)
 
+    # distances per axis first (n × n_fft each), combined by broadcasting: the grid is separable
+    f = fy[:, 0]
     near = np.zeros_like(power, dtype=bool)
     for sign in (1.0, -1.0):
-        dy = wrapped(fy[None] - sign * py[:, None, None])
-        dx = wrapped(fx[None] - sign * px[:, None, None])
-        near |= np.hypot(dy, dx) <= bandwidth
+        dy = wrapped(f[None] - sign * py[:, None])
+        dx = wrapped(f[None] - sign * px[:, None])
+        near |= np.hypot(dy[:, :, None], dx[:, None, :]) <= bandwidth
     total = flat.sum(axis=1)
     inside = (power * near).reshape(len(power), -1).sum(axis=1)
     return np.where(total > 0, 1.0 - inside / np.maximum(total, 1e-300), 0.0)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..filters.windows import WINDOWS, window2d
+from ..filters.windows import CONTROL_WINDOWS, WINDOWS, window2d
 
 
 class WindowedConv2d(nn.Conv2d):
@@ -27,8 +27,8 @@ class WindowedConv2d(nn.Conv2d):
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"WindowedConv2d needs an odd kernel size (3, 5, 7, ...) so that 'same' padding is "
                              f"symmetric and the window centred; got kernel_size={kernel_size!r}")
-        if window not in WINDOWS:
-            raise ValueError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
+        if window not in WINDOWS + CONTROL_WINDOWS:
+            raise ValueError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS + CONTROL_WINDOWS)}")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=dilation * (kernel_size - 1) // 2, dilation=dilation, groups=groups, bias=bias,
                          padding_mode="zeros", device=device, dtype=dtype)
