@@ -282,11 +282,12 @@ def signed_frequencies(height: int, width: int) -> tuple[np.ndarray, np.ndarray]
     return (np.fft.fftfreq(height) * height)[:, None], (np.fft.fftfreq(width) * width)[None, :]
 
 
-def fit_power_law(tau: np.ndarray) -> dict:
+def fit_power_law(tau: np.ndarray, max_radius: float | None = None) -> dict:
     """Fit τ_ij ≈ γ / (|i|^α + |j|^β) (§4.1) by least squares on log τ, leaving out the zero frequency.
 
-    ``tau``: (H, W) or (C, H, W) (channels are averaged, as the law is channel-independent). Returns alpha, beta,
-    gamma and r2 (coefficient of determination of log τ).
+    ``tau``: (H, W) or (C, H, W) (channels are averaged, as the law is channel-independent). ``max_radius``: fit
+    only the frequencies with |(i, j)| ≤ max_radius (the fitted exponents depend on the range: say which). Returns
+    alpha, beta, gamma, r2 (coefficient of determination of log τ) and the number of frequencies fitted.
     """
     tau = np.asarray(tau, float)
     if tau.ndim == 3:
@@ -294,6 +295,8 @@ def fit_power_law(tau: np.ndarray) -> dict:
     fi, fj = signed_frequencies(*tau.shape)
     ai, aj = np.abs(np.broadcast_to(fi, tau.shape)), np.abs(np.broadcast_to(fj, tau.shape))
     mask = (ai + aj) > 0
+    if max_radius is not None:
+        mask &= np.hypot(ai, aj) <= max_radius + 1e-9
     ai, aj, log_tau = ai[mask], aj[mask], np.log(tau[mask])
 
     def residual(theta):
@@ -303,7 +306,8 @@ def fit_power_law(tau: np.ndarray) -> dict:
     fit = least_squares(residual, x0=[np.log(tau[mask].max()), 2.0, 2.0], bounds=([-50, 0.01, 0.01], [50, 8, 8]))
     log_gamma, alpha, beta = fit.x
     r2 = 1 - np.sum(fit.fun ** 2) / np.sum((log_tau - log_tau.mean()) ** 2)
-    return {"alpha": float(alpha), "beta": float(beta), "gamma": float(np.exp(log_gamma)), "r2": float(r2)}
+    return {"alpha": float(alpha), "beta": float(beta), "gamma": float(np.exp(log_gamma)), "r2": float(r2),
+            "frequencies": int(mask.sum()), "max_radius": None if max_radius is None else float(max_radius)}
 
 
 def power_law(shape: tuple[int, int], alpha: float, beta: float, gamma: float) -> np.ndarray:
