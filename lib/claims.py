@@ -183,3 +183,123 @@ def format_paired(comparison: dict, scale: float = 100.0, digits: int = 1, unit:
     spread = f" ± {sd * scale:.{digits}f}" if n > 1 else ""
     return (f"{mean * scale:+.{digits}f}{spread}{unit} (n={n}; McNemar p < 0.05 in {significant} of {n} "
             f"seed{'s' if n > 1 else ''})")
+
+
+def verdict_equivalent(differences, *, margin: float, confidence: float = 0.95, sampling_variances=None) -> str:
+    """Verdict on "≈": the paired differences lie within ±``margin`` (an equivalence claim with a stated margin).
+
+    "supported" when the two-sided ``confidence`` interval of the mean difference (as in :func:`verdict_paired`:
+    Student-t over the seeds, widened by the test sample's noise) lies inside (−margin, +margin); "contradicted" when
+    it lies entirely outside, beyond +margin or below −margin; "inconclusive" otherwise, and "inconclusive (1 seed)"
+    with a single seed. A wider spread never makes "≈" easier to pass: it widens the interval."""
+    if margin < 0:
+        raise ValueError(f"margin must be non-negative, got {margin}")
+    d = np.asarray(list(differences), dtype=float)
+    kwargs = dict(confidence=confidence, sampling_variances=sampling_variances)
+    if d.size == 0:
+        return "not run"
+    if d.size < 2:
+        return "inconclusive (1 seed)"
+    sampling = np.asarray(sampling_variances if sampling_variances is not None else [0.0], dtype=float)
+    if np.ptp(d) == 0 and not sampling.any():  # shifted by ±margin, identical values would leave round-off spread
+        return "inconclusive (no spread)"
+    above = verdict_paired_margin(d, margin=margin, direction=-1, **kwargs)   # d < +margin
+    below = verdict_paired_margin(d, margin=margin, direction=1, **kwargs)    # d > −margin
+    if above == "supported" and below == "supported":
+        return "supported"
+    if above == "contradicted" or below == "contradicted":
+        return "contradicted"
+    return "inconclusive"
+
+
+def paired_values(reference: dict, candidate: dict, reference_scale: float = 1.0) -> dict:
+    """:func:`paired_outcomes` for real-valued per-item values (per-image PSNR, per-image robust accuracy averaged over
+    budgets): seed → values over the same items on both sides. Per seed: the mean of ``candidate − reference_scale ·
+    reference`` (``reference_scale`` = 1.25 tests "25 % higher") and its sampling variance (variance of the per-item
+    differences over the number of items). No McNemar test (the values need not be booleans): ``p_values`` is empty."""
+    seeds = sorted(set(reference) & set(candidate))
+    per_item = [np.asarray(candidate[s], float) - reference_scale * np.asarray(reference[s], float) for s in seeds]
+    return {"seeds": seeds, "differences": [float(d.mean()) for d in per_item],
+            "sampling_variances": [float(d.var() / d.size) for d in per_item], "p_values": []}
+
+
+def trend_test(settings, values, seeds, *, direction: int = -1, alpha: float = 0.05, permutations: int = 20000,
+               bootstrap: int = 2000, seed: int = 0) -> dict:
+    """Seed-aware test of a monotone trend of ``values`` with ``settings`` (e.g. a moment against depth or decay).
+
+    One entry per run: its setting, its measured value and its seed. The statistic is the mean over seeds of the
+    Spearman ρ between setting and value *within* each seed (a seed's offset cancels, so seeds are the replicates).
+    Null hypothesis: no trend, i.e. within each seed the values are exchangeable across settings; the p-value
+    (two-sided) is the fraction of within-seed permutations whose |statistic| reaches the observed one — enumerated
+    exactly when there are at most ``permutations`` of them, else drawn at random (with the observed one counted).
+    A bootstrap over seeds gives a 95 % interval of the statistic. Verdict on the claim "values move in
+    ``direction`` (−1: fall, +1: rise) as the setting grows": "supported" / "contradicted" when p < ``alpha`` with the
+    statistic on that / the other side, "inconclusive" otherwise, and "inconclusive (…)" when the design cannot
+    reach p < ``alpha`` at all: fewer than 2 seeds with ≥ 2 settings, fewer than 3 settings, or a smallest
+    attainable p above ``alpha``.
+    """
+    import itertools
+    from scipy.stats import rankdata
+    settings, values = np.asarray(settings, float), np.asarray(values, float)
+    seeds = np.asarray(list(seeds))
+    if not (len(settings) == len(values) == len(seeds)):
+        raise ValueError("trend_test needs one setting, value and seed per run")
+    keep = np.isfinite(values) & np.isfinite(settings)
+    settings, values, seeds = settings[keep], values[keep], seeds[keep]
+    blocks = []  # per seed: (setting ranks, values)
+    for s in sorted(set(seeds.tolist()), key=str):
+        mask = seeds == s
+        if len(np.unique(settings[mask])) >= 2:
+            blocks.append((rankdata(settings[mask]), values[mask]))
+    out = {"statistic": float("nan"), "p_value": float("nan"), "ci": (float("nan"), float("nan")),
+           "n_seeds": len(blocks), "n_settings": int(len(np.unique(settings))), "per_seed": [],
+           "min_p": float("nan")}
+
+    def rho(x_rank, y):
+        y_rank = rankdata(y)
+        if np.ptp(y_rank) == 0:
+            return 0.0
+        return float(np.corrcoef(x_rank, y_rank)[0, 1])
+
+    if not blocks:
+        return {**out, "verdict": "not run" if len(values) == 0 else "inconclusive (fewer than 2 settings)"}
+    per_seed = np.array([rho(x, y) for x, y in blocks])
+    statistic = float(per_seed.mean())
+    out.update(statistic=statistic, per_seed=per_seed.tolist())
+    if len(blocks) < 2:
+        return {**out, "verdict": "inconclusive (1 seed)"}
+    if out["n_settings"] < 3:
+        return {**out, "verdict": "inconclusive (fewer than 3 settings)"}
+    sizes = [len(y) for _, y in blocks]
+    total = math.prod(math.factorial(n) for n in sizes)
+    if total <= permutations:  # exact: every combination of within-seed orders
+        null_seeds = [np.array([rho(x, y[list(order)]) for order in itertools.permutations(range(len(y)))])
+                      for x, y in blocks]
+        grids = np.meshgrid(*null_seeds, indexing="ij")
+        null = np.mean(grids, axis=0).ravel()
+        p = float(np.mean(np.abs(null) >= abs(statistic) - 1e-12))
+        min_p = float(np.mean(np.abs(null) >= np.abs(null).max() - 1e-12))
+    else:
+        rng = np.random.default_rng(seed)
+        null = np.array([np.mean([rho(x, rng.permutation(y)) for x, y in blocks]) for _ in range(permutations)])
+        p = float((1 + np.sum(np.abs(null) >= abs(statistic) - 1e-12)) / (1 + permutations))
+        min_p = 1.0 / (1 + permutations)
+    rng = np.random.default_rng(seed + 1)
+    boot = np.array([per_seed[rng.integers(0, len(per_seed), len(per_seed))].mean() for _ in range(bootstrap)])
+    out.update(p_value=p, min_p=min_p, ci=(float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))))
+    if min_p >= alpha:
+        return {**out, "verdict": f"inconclusive (smallest attainable p = {min_p:.2g} ≥ {alpha:g})"}
+    if p < alpha:
+        return {**out, "verdict": "supported" if np.sign(statistic) == np.sign(direction) else "contradicted"}
+    return {**out, "verdict": "inconclusive"}
+
+
+def format_trend(result: dict) -> str:
+    """``"ρ̄ = −0.93 [−1.00, −0.80], p = 0.002 (3 seeds, 4 settings)"`` for a :func:`trend_test` result."""
+    if not np.isfinite(result["statistic"]):
+        return "not run"
+    text = f"ρ̄ = {result['statistic']:+.2f}"
+    if np.isfinite(result["p_value"]):
+        lo, hi = result["ci"]
+        text += f" [{lo:+.2f}, {hi:+.2f}], p = {result['p_value']:.2g}"
+    return text + f" ({result['n_seeds']} seed{'s' if result['n_seeds'] != 1 else ''}, {result['n_settings']} settings)"

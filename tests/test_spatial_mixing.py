@@ -241,25 +241,168 @@ def test_random_bank_envelopes_grow_and_respect_parseval():
 
 # --- verdict rules ------------------------------------------------------------------------------------------------
 
-def test_verdict_rules():
-    assert sm.verdict_close_and_far((0.80, 0.0), (0.79, 0.0), (0.60, 0.0)) == "supported"
-    assert sm.verdict_close_and_far((0.80, 0.0), (0.70, 0.0), (0.60, 0.0)) == "partly supported"
-    assert sm.verdict_close_and_far((0.80, 0.0), (0.70, 0.0), (0.69, 0.0)) == "not supported"
-    # noisy seeds widen the tolerance: a 4-point gap with sd 3 points is "≈"
-    assert sm.verdict_close_and_far((0.80, 0.03), (0.76, 0.03), (0.50, 0.01)) == "supported"
-    assert sm.verdict_close_and_far((math.nan, 0), (0.7, 0), (0.5, 0)) == "no data"
-    assert sm.verdict_greater((0.5, 0.01), (0.4, 0.01)) == "supported"
-    assert sm.verdict_greater((0.4, 0.1), (0.45, 0.1)) == "inconclusive"
-    assert sm.verdict_greater((0.2, 0.0), (0.4, 0.0)) == "not supported"
-    assert sm.verdict_psnr_close(20.0, 19.5, 12.0) == "supported"
-    assert sm.verdict_psnr_close(20.0, 17.0, 12.0) == "not supported"
-    assert sm.verdict_psnr_close(12.5, 12.4, 12.0) == "inconclusive"  # Full barely beats the mean image
-    assert sm.verdict_not_worse((0.50, 0.0), (0.51, 0.0)) == "supported"
-    assert sm.verdict_not_worse((0.40, 0.0), (0.50, 0.0)) == "not supported"
-    assert sm.verdict_relative_gain((0.13, 0.005), (0.10, 0.005), 0.25) == "supported"
-    assert sm.verdict_relative_gain((0.11, 0.005), (0.10, 0.005), 0.25) == "not supported"   # +10% only
-    assert sm.verdict_relative_gain((0.03, 0.014), (0.015, 0.007), 0.25) == "inconclusive"   # +100%, within noise
-    assert sm.verdict_relative_gain((0.03, 0.0), (0.0, 0.0), 0.25) == "no data"
+def _bits(rng, p, n):
+    return rng.random(n) < p
+
+
+def _synthetic(profile, probability, seeds=None, flip=None, timing=None):
+    """Fake stored results for every run of ``profile``: per-image outcomes drawn per seed. ``probability(config)``
+    gives an arm's P(correct) (clean, and under attack at every ε > 0), or the name of an arm whose outcomes it
+    copies; ``flip(config)`` a fraction of copied outcomes to flip. ``timing``: family → label → per-step seconds."""
+    out = []
+    runs = [r for r in sm.runs(profile) if seeds is None or r.config["seed"] in seeds]
+    drawn, pending = {}, []
+    for run in runs:
+        config = run.config
+        if run.name == "timing":
+            variants = {label: {"samples_s": list(samples), "median_s": float(np.median(samples)),
+                                "trainable_parameters": 1000 * (i + 1), "parameters": 9000}
+                        for i, (label, samples) in enumerate(timing[config["family"]].items())}
+            out.append({"config": config, "clock": "process CPU time, 1 thread", "device_type": "cpu",
+                        "variants": variants})
+        elif run.name == "unshuffle":
+            # per-image PSNR: the same images for every model of a seed; Chans 0.3 dB and Space 3 dB below Full
+            images = np.random.default_rng(config["seed"]).normal(20, 2, config["psnr_items"])
+            stream = list(sm.CONVMIXER_VARIANTS.values()).index(config["mixing"]) + 10 * config["seed"]
+            noise = np.random.default_rng(stream).normal(0, 0.1, config["psnr_items"])
+            items = images + noise - {"full": 0.0, "chans": 0.3, "space": 3.0}[config["mixing"]]
+            out.append({"config": config, "psnr": float(items.mean()), "mean_image_psnr": 12.0,
+                        "psnr_items_cdb": (100 * items).round().astype(np.int16)})
+        else:
+            pending.append(config)
+    n_test, n_attack = 2000, 1000
+    while pending:  # arms that copy another arm wait until that one is drawn
+        waiting = []
+        for config in pending:
+            p = probability(config)
+            if isinstance(p, tuple) and (p, config["seed"]) not in drawn:
+                waiting.append(config)
+                continue
+            rng = np.random.default_rng(config["seed"] * 7919 + len(drawn))
+            budgets = (len(config["epsilons_255"]), n_attack)
+            if isinstance(p, tuple):  # a copy of another arm of the same seed, a fraction of outcomes flipped
+                clean, attack = (x.copy() for x in drawn[p, config["seed"]])
+                fraction = flip(config) if flip else 0.0
+                clean ^= rng.random(n_test) < fraction
+                attack ^= rng.random(budgets) < fraction
+            else:
+                clean, attack = _bits(rng, p, n_test), _bits(rng, p / 2, budgets)
+            attack[0] = clean[:n_attack]  # ε = 0 is the clean accuracy
+            key = _key(config.get("mixing"), config.get("conv"), config.get("depth_multiplier"),
+                       config.get("filters"), config.get("smoothing_keep"),
+                       "resnet" if "conv" in config else "convmixer")
+            drawn[key, config["seed"]] = (clean, attack)
+            index = [config["epsilons_255"].index(e) for e in config["pgd_epsilons_255"]]
+            pgd = attack[index] & _bits(rng, 0.9, (len(index), n_attack))  # PGD finds a little more than FGSM
+            out.append({"config": config, "accuracy": float(clean.mean()), "correct_bits": np.packbits(clean),
+                        "n_test": n_test, "attack_images": n_attack, "fgsm_bits": np.packbits(attack.ravel()),
+                        "fgsm_accuracy": attack.mean(1).tolist(), "pgd_bits": np.packbits(pgd.ravel()),
+                        "pgd_accuracy": pgd.mean(1).tolist(),
+                        "trainable_parameters": 3000 if config.get("depth_multiplier") == 3 else 9000,
+                        "train_time_s": 1.0, "time_per_trainable_parameter_us": 1.0})
+        if len(waiting) == len(pending):
+            raise ValueError(f"arms copy arms that are never drawn: {waiting[:1]}")
+        pending = waiting
+    return out
+
+
+def _key(mixing, conv=None, d=None, filters=None, keep=None, family="resnet"):
+    return (mixing, conv, d, filters, keep, family)
+
+
+FULL, CHANS9 = _key("full", "separable", 9, "random"), _key("chans", "separable", 9, "random")
+
+
+def _probability(config):
+    """A clear world: Chans (d=9) = Full's outcomes with 1 % flipped (≈), Space far below, Standard a copy of Chans
+    with 1 % flipped, Same a copy of Different (identical), Identity at chance, the smoothed ConvMixer clearly better
+    under attack, the ConvMixer Chans a copy of Full."""
+    if "conv" in config:
+        if config["conv"] == "standard":
+            return CHANS9
+        return {("full", "random"): 0.8, ("space", "random"): 0.5, ("chans", "same"): CHANS9,
+                ("chans", "box"): 0.6, ("chans", "identity"): 0.1}.get(
+            (config["mixing"], config["filters"]), FULL if config["depth_multiplier"] == 9 else 0.78)
+    if config.get("smoothing_keep"):
+        return 0.95
+    return {"full": 0.6, "chans": _key("full", family="convmixer"), "space": 0.4}[config["mixing"]]
+
+
+def _timing(rng=np.random.default_rng(0), n=15):
+    noisy = lambda ms: (ms / 1000 * (1 + 0.02 * rng.standard_normal(n))).tolist()
+    return {"resnet": {"Standard": noisy(90), "Full": noisy(415), "Chans (d=9)": noisy(340), "Chans (d=3)": noisy(160),
+                       "Space": noisy(345)},
+            "convmixer": {"Full": noisy(520), "Chans": noisy(360), "Space": noisy(521)}}
+
+
+def test_claims_on_synthetic_results_follow_the_rules():
+    results = _synthetic("medium", _probability, flip=lambda config: 0.01, timing=_timing())
+    rows = {row["claim"]: row for row in sm.claims(results, "medium")}
+    v = {claim: row["verdict"] for claim, row in rows.items()}
+    assert v["ResNet: Chans (d=9) at most 2 points below Full (accuracy)"] == "supported"       # 1 % flipped
+    assert v["ResNet: Space more than 5 points below Chans (d=9)"] == "supported"               # 80 % vs 50 %
+    assert v["ResNet: Standard ≈ Chans (d=9), within ±2 points (same trainable parameters)"] == "supported"
+    assert v["Frozen banks: Box above Identity"] == "supported"
+    assert v["Frozen banks: Different more than 5 points above Same"] == "contradicted"        # ~ identical
+    assert v["ConvMixer: Space more than 5 points below Chans"] == "supported"
+    assert v["ConvMixer: smoothed Chans (index 28) more robust than Full (FGSM)"] == "supported"
+    assert v["ConvMixer-Chans: smoothing (index 28) raises FGSM accuracy at ε = 8/255 by more than 25 %"] == \
+        "supported"                                                                            # 47.5 % vs 1.25 × 30 %
+    assert v["Check (not a paper claim): no gradient masking — PGD leaves no more images right than FGSM"] == \
+        "supported"
+    assert v["Un-shuffling (fashion_mnist, base model): Chans at most 1 dB below Full (PSNR)"] == "supported"
+    assert "0% of pixels out of reach" in rows["Un-shuffling (fashion_mnist, base model): Chans at most 1 dB below Full "
+                                               "(PSNR)"]["ours"]
+    # timing: clear ratios are supported, Space ≈ Full within 20 %, and every timing verdict names its clock
+    timing_rows = [row for row in rows.values() if "per step" in row["claim"] or "time per trainable" in row["claim"]]
+    assert len(timing_rows) == 6
+    assert all("CPU compute time" in row["verdict"] and "cannot judge" in row["verdict"] for row in timing_rows)
+    assert v["ResNet: Full slower per step than Chans (d=9)"].startswith("supported")
+    assert v["ResNet: Chans (d=9) slower per step than Standard"].startswith("supported")
+    assert v["ConvMixer: Space ≈ Full per step (within ±20 %)"].startswith("supported")
+    assert v["ConvMixer: Space slower per step than Chans"].startswith("supported")
+    # the paired difference is the one of the stored outcomes
+    chans = [r for r in results if r["config"].get("mixing") == "chans" and r["config"].get("depth_multiplier") == 9
+             and r["config"].get("filters") == "random"]
+    assert "(n=3" in rows["ResNet: Chans (d=9) at most 2 points below Full (accuracy)"]["ours"]
+    assert f"Chans {sm.format_mean_sd([100 * r['accuracy'] for r in chans], unit='%')}" in \
+        rows["ResNet: Chans (d=9) at most 2 points below Full (accuracy)"]["ours"]
+    # the quick profile withholds every statistical verdict
+    from lib.claims import QUICK_VERDICT, judged
+    assert {row["verdict"] for row in judged(list(rows.values()), "quick")} == {QUICK_VERDICT}
+
+
+def test_claims_identical_arms_and_single_seeds_are_not_decided():
+    # identical outcomes in every arm: no difference can be claimed, and nothing measures the noise of "≈"
+    def copy_of_full(config):
+        full = config.get("mixing") == "full" and config.get("conv") != "standard" and not config.get("smoothing_keep")
+        return 0.8 if full else FULL if "conv" in config else _key("full", family="convmixer")
+    same = _synthetic("medium", copy_of_full, timing=_timing())
+    rows = {row["claim"]: row["verdict"] for row in sm.claims(same, "medium")}
+    accuracy = {claim: verdict for claim, verdict in rows.items() if "(accuracy)" in claim or " point" in claim}
+    assert len(accuracy) >= 8 and set(accuracy.values()) == {"inconclusive (no spread)"}, accuracy
+    # one seed: every paired verdict is "inconclusive (1 seed)" (timing rounds are not seeds)
+    single = _synthetic("medium", _probability, seeds={0}, flip=lambda config: 0.01, timing=_timing())
+    rows = {row["claim"]: row["verdict"] for row in sm.claims(single, "medium")}
+    timed = lambda claim: "per step" in claim or "time per trainable" in claim
+    paired = {claim: verdict for claim, verdict in rows.items() if not (timed(claim) or claim.startswith("Check"))}
+    assert paired and all(verdict == "inconclusive (1 seed)" for verdict in paired.values()), paired
+
+
+def test_equivalence_and_paired_values():
+    from lib.claims import paired_values, verdict_equivalent
+    assert verdict_equivalent([0.001, -0.002, 0.0005], margin=0.02) == "supported"
+    assert verdict_equivalent([0.05, 0.06, 0.055], margin=0.02) == "contradicted"
+    assert verdict_equivalent([0.0, 0.03, -0.03], margin=0.02) == "inconclusive"
+    assert verdict_equivalent([0.01], margin=0.02) == "inconclusive (1 seed)"
+    # a larger spread never passes "≈" more easily (the old max(2 points, 2 sd) rule did)
+    assert verdict_equivalent([0.042 + e for e in (-0.05, 0.0, 0.05)], margin=0.02) == "inconclusive"
+    # the test sample's noise alone can keep an interval wide
+    assert verdict_equivalent([0.0, 0.0, 0.0], margin=0.02, sampling_variances=[2e-4] * 3) == "inconclusive"
+    comparison = paired_values({0: [1.0, 2.0], 1: [1.0, 1.0]}, {0: [2.0, 3.0], 1: [1.5, 1.5], 2: [9.0, 9.0]}, 1.25)
+    assert comparison["seeds"] == [0, 1]
+    assert comparison["differences"] == pytest.approx([2.5 - 1.25 * 1.5, 1.5 - 1.25])
+    assert comparison["sampling_variances"] == pytest.approx([np.var([0.75, 0.5]) / 2, 0.0])
 
 
 def test_mean_sd_skips_missing_seeds():
@@ -274,7 +417,9 @@ def test_claims_table_and_figures_without_results_say_no_data():
     empty = [None] * len(sm.runs("quick"))
     rows = sm.claims(empty, "quick")
     assert rows and all(set(row) == {"claim", "paper", "ours", "verdict"} for row in rows)
-    assert rows[0]["verdict"] == "no data"
+    assert {row["verdict"] for row in rows} == {"not run"}
+    assert sm.closing_note(empty, "quick")[-1].startswith("compute: 0.00 hours")
+    plt.close(sm.timing_figure(empty))
     for make_figure in (sm.resnet_figure, sm.convmixer_figure):
         plt.close(make_figure(empty, "quick"))
 
@@ -290,13 +435,13 @@ def test_claims_never_mix_classification_and_unshuffling_runs():
                 "time_per_trainable_parameter_us": 1.0, "fgsm_accuracy": [0.5, 0.1]},
                {"config": unshuffler.config, "psnr": 15.0, "mean_image_psnr": 13.0}]
     rows = {row["claim"]: row for row in sm.claims(results, "quick")}
-    assert "Chans 50.0 ± 0.0%" in rows["ConvMixer: Chans ≈ Full ≫ Space (accuracy)"]["ours"]
+    assert "Chans 50.0% (n=1)" in rows["ConvMixer: Chans at most 2 points below Full (accuracy)"]["ours"]
     assert sm.select(results, **sm.convmixer_selector("chans", c["headline_depth"], "quick")) == results[:1]
     assert sm.select(results, **{**sm.unshuffle_base("quick"), "depth": c["headline_depth"]}) == results[1:]
 
 
 def test_runs_and_settings():
-    for profile in ("quick", "paper"):
+    for profile in ("quick", "medium", "paper"):
         all_runs = sm.runs(profile)
         assert len({r.key for r in all_runs}) == len(all_runs)  # no run twice
         assert {r.section for r in all_runs} == set(sm.SECTIONS)
@@ -312,6 +457,47 @@ def test_runs_and_settings():
         sm.runs("quick", "vit")
 
 
+def test_medium_run_list():
+    """The medium profile: full data sets, unique JSON-serialisable configs, ≥ 3 seeds for every arm a claim compares,
+    and un-shuffling models that can reach every pixel."""
+    import json
+    runs = sm.runs("medium")
+    assert len({r.key for r in runs}) == len(runs) and len({json.dumps(r.config, sort_keys=True) for r in runs}) == \
+        len(runs)
+    for run in runs:
+        json.dumps(run.config)  # raises on anything the store could not write
+        assert run.config.get("train_size", None) is None or run.name == "timing"  # full training sets
+        assert run.config.get("test_size", None) is None
+    s = sm.SETTINGS["medium"]
+    assert s["resnet"]["attack_size"] >= 1000 and s["convmixer"]["attack_size"] >= 1000
+    assert s["resnet"]["pgd_epsilons_255"] and s["convmixer"]["pgd_epsilons_255"]
+    r, c = s["resnet"], s["convmixer"]
+    seeds_of = lambda selector: {x.config["seed"] for x in runs if all(x.config.get(k, None if k == "smoothing_keep"
+                                                                                 else object()) == v
+                                                                        for k, v in selector.items())}
+    compared = [sm.resnet_selector(label, r["headline_depth"]) for label in sm.RESNET_VARIANTS]
+    compared += [sm.resnet_selector("Chans (d=9)", r["headline_depth"], bank) for bank in sm.STATIC_BANKS.values()]
+    compared += [sm.convmixer_selector(m, c["headline_depth"], "medium") for m in sm.CONVMIXER_VARIANTS.values()]
+    compared += [sm.convmixer_selector("chans", c["headline_depth"], "medium", sm.SMOOTHING_KEEP)]
+    for dataset in s["unshuffle"]["datasets"]:
+        compared += [{"dataset": dataset, "mixing": m, **sm.unshuffle_base("medium")} for m in ("full", "chans")]
+    for selector in compared:
+        assert len(seeds_of(selector)) >= 3, selector
+    # every un-shuffling model's receptive field spans its image: no pixel is out of reach
+    for run in (x for x in runs if x.name == "unshuffle"):
+        size = sm.NATIVE_SIZE[run.config["dataset"]] // run.config["image_scale"]
+        before, after = sm.unshuffle_window(run.config["depth"], run.config["kernel_size"])
+        assert min(before, after) >= size - 1, run.config
+        perm = PixelPermutation(size, size, seed=run.config["permutation_seed"])
+        assert not sm.out_of_reach_mask(perm.order, size, size, before, after).any()
+    assert all(row["out of reach"] == 0 for row in sm.unshuffle_reach("medium", oracle=False))
+    assert {x.config["family"] for x in runs if x.name == "timing"} == {"resnet", "convmixer"}
+    # the paper profile holds the later paper's best un-shuffler
+    best = [x for x in sm.runs("paper", "unshuffle") if x.config["depth"] == 16]
+    assert {(x.config["dim"], x.config["kernel_size"], x.config["mixing"]) for x in best} == \
+        {(512, 7, "full"), (512, 7, "chans")}
+
+
 # --- tiny end-to-end runs through the results store ---------------------------------------------------------------
 
 _TINY_TRAIN = {"epochs": 1, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.0,
@@ -321,9 +507,16 @@ _TINY_TRAIN = {"epochs": 1, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, 
 def test_resnet_run_end_to_end(isolated_store):
     config = {"dataset": "fashion_mnist", "image_size": 14, "train_size": 64, "test_size": 40, "width": 4,
               "attack_size": 20, "epsilons_255": [0, 8], "train": _TINY_TRAIN, "conv": "separable",
-              "mixing": "chans", "depth_multiplier": 3, "depth": 1, "seed": 0, "filters": "random"}
+              "mixing": "chans", "depth_multiplier": 3, "depth": 1, "seed": 0, "filters": "random",
+              "pgd_epsilons_255": [2, 8], "pgd_steps": 2}
     run = sm.Run(sm.CHAPTER, "resnet", config, sm.train_resnet, "resnet")
     (result,) = execute([run], "quick", device="cpu", progress=False)
+    # the stored per-image outcomes are those the accuracies were computed from (paired verdicts use them)
+    assert sm.unpack(result, "correct_bits").shape == (40,)
+    assert sm.unpack(result, "correct_bits").mean() == pytest.approx(result["accuracy"])
+    np.testing.assert_allclose(sm.unpack(result, "fgsm_bits").mean(1), result["fgsm_accuracy"])
+    assert sm.unpack(result, "pgd_bits").shape == (2, 20)
+    np.testing.assert_allclose(sm.unpack(result, "pgd_bits").mean(1), result["pgd_accuracy"])
     assert {"accuracy", "train_time_s", "trainable_parameters", "parameters", "fgsm_accuracy", "history",
             "time_per_trainable_parameter_us", "provenance"} <= set(result)
     assert 0 <= result["accuracy"] <= 1 and result["train_time_s"] > 0
@@ -337,16 +530,68 @@ def test_resnet_run_end_to_end(isolated_store):
 def test_unshuffle_run_end_to_end(isolated_store):
     config = {"dataset": "fashion_mnist", "image_scale": 2, "train_size": 64, "test_size": 20, "dim": 8, "depth": 1,
               "kernel_size": 3, "samples": 3, "train": {**_TINY_TRAIN, "loss": "mse"}, "mixing": "chans", "seed": 0,
-              "permutation_seed": 1234}
+              "permutation_seed": 1234, "psnr_items": 20}
     (result,) = execute([sm.Run(sm.CHAPTER, "unshuffle", config, sm.train_unshuffle, "unshuffle")], "quick",
                         device="cpu", progress=False)
     assert math.isfinite(result["psnr"]) and result["psnr"] > 0
     assert 5 < result["mean_image_psnr"] < 30  # Fashion-MNIST's mean image is a blurry garment, ~10-15 dB
+    # per-image PSNR (centi-dB) of all 20 test images: their mean is the stored test PSNR, up to the rounding
+    assert result["psnr_items_cdb"].shape == (20,) and result["psnr_items_cdb"].dtype == np.int16
+    assert result["psnr_items_cdb"].mean() / 100 == pytest.approx(result["psnr"], abs=0.01)
     samples = result["samples"]
     assert samples["original"].shape == samples["shuffled"].shape == samples["reconstructed"].shape == (3, 1, 14, 14)
     assert samples["original"].dtype == np.uint8
     perm = PixelPermutation(14, 14, seed=1234)
     np.testing.assert_array_equal(perm.shuffle(torch.from_numpy(samples["original"])).numpy(), samples["shuffled"])
+
+
+def test_step_times_are_interleaved_per_step_samples():
+    from lib.training import TrainConfig
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    big = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1024), torch.nn.ReLU(),
+                              torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10))
+    before = small[1].weight.detach().clone()
+    x, y = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (64,))
+    samples = sm.step_times({"small": small, "big": big}, (x, y), TrainConfig(optimizer="adamw", lr=1e-3,
+                                                                               channels_last=False),
+                            steps=7, warmup=2, device="cpu")
+    assert set(samples) == {"small", "big"} and all(len(v) == 7 and min(v) > 0 for v in samples.values())
+    assert np.median(samples["big"]) > 3 * np.median(samples["small"])  # ~200× the multiply-adds
+    assert not torch.equal(before, small[1].weight)  # every timed step is a real optimiser step
+    with pytest.raises(ValueError, match="steps"):
+        sm.step_times({"small": small}, (x, y), TrainConfig(), steps=0)
+
+
+def test_measure_timing_run_at_tiny_scale():
+    run = next(r for r in sm.runs("quick", "timing") if r.config["family"] == "resnet")
+    threads = torch.get_num_threads()
+    out = sm.measure_timing({**run.config, "steps": 3, "warmup": 1}, "cpu")
+    assert torch.get_num_threads() == threads  # restored after the single-threaded measurement
+    assert set(out["variants"]) == set(sm.RESNET_VARIANTS) and out["clock"] == "process CPU time, 1 thread"
+    for v in out["variants"].values():
+        assert len(v["samples_s"]) == 3 and v["median_s"] == pytest.approx(float(np.median(v["samples_s"])))
+    trainable = {k: v["trainable_parameters"] for k, v in out["variants"].items()}
+    assert trainable["Chans (d=9)"] == trainable["Standard"]  # eq. (4)
+    rows = sm.timing_table([{"config": run.config, **out}])
+    assert len(rows) == len(sm.RESNET_VARIANTS) and rows[0]["steps timed"] == 3
+
+
+def test_medium_profile_configs_run_at_tiny_scale():
+    """The medium run functions as configured (16×16 CIFAR ResNet with augmentation and PGD, final-epoch evaluation;
+    the 14×14 un-shuffler that reaches every pixel) on a handful of images and one epoch."""
+    resnet = next(r for r in sm.runs("medium", "resnet") if r.config["mixing"] == "full"
+                  and r.config["conv"] == "separable")
+    config = {**resnet.config, "train_size": 64, "test_size": 50, "attack_size": 20,
+              "train": {**resnet.config["train"], "epochs": 1, "batch_size": 32}}
+    out = sm.train_resnet(config, "cpu")
+    assert out["n_test"] == 50 and sm.unpack({**out, "config": config}, "pgd_bits").shape == (2, 20)
+    assert "test_accuracy" in out["history"][-1]  # evaluated after the last epoch although eval_every > epochs
+    unshuffle = next(r for r in sm.runs("medium", "unshuffle") if r.config["mixing"] == "chans")
+    config = {**unshuffle.config, "train_size": 64, "test_size": 30, "dim": 8, "psnr_items": 30,
+              "train": {**unshuffle.config["train"], "epochs": 1, "batch_size": 32}}
+    out = sm.train_unshuffle(config, "cpu")
+    assert out["samples"]["original"].shape[-2:] == (14, 14) and out["psnr_items_cdb"].shape == (30,)
 
 
 def test_paper_profile_configs_run_at_tiny_scale():
