@@ -15,6 +15,7 @@ Exit status: 0 all runs present; 3 time budget reached (run the same command aga
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+        # the notebooks' kernels are other processes: they read the thread count from the environment (without it a
+        # kernel uses every core, and two side by side oversubscribe the machine, several times slower)
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(args.threads)
     if args.experiments_only:
         return run_experiments(chapters, args.profile, args.max_minutes, args.launcher, args)
     return run_notebooks(chapters, args.profile, args.cell_timeout or CELL_TIMEOUT_S[args.profile])

@@ -458,8 +458,12 @@ def _middle_epsilon(results, dataset, attack) -> float | None:
     attacked = [r for r in results if r["config"]["dataset"] == dataset and "attacks" in r]
     if not attacked:
         return None
-    epsilons = attacked[0]["attacks"]["pgd_epsilons" if attack == "pgd" else "epsilons"]
-    return epsilons[len(epsilons) // 2] if attack != "pgd" else epsilons[-1]
+    a = attacked[0]["attacks"]
+    middle = a["epsilons"][len(a["epsilons"]) // 2]
+    if attack != "pgd":
+        return middle
+    # PGD runs at a subset of the budgets: the one nearest FGSM's, so that the rows compare like with like
+    return min(a["pgd_epsilons"], key=lambda e: abs(e - middle))
 
 
 def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
