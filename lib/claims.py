@@ -1,10 +1,13 @@
-"""Claims tables: per-seed summaries and the rules that turn measurements into verdicts.
+"""Claims tables: per-seed summaries, the rules that turn measurements into verdicts, and the book's verdict words.
 
 Every chapter ends with a table — the paper's claim, our measurement (mean ± sd over seeds) and a verdict. The
-verdict is computed here from the per-seed values, never typed in: "supported", "contradicted", "inconclusive"
-(within the noise of the seeds) or "not run". At the quick profile the numbers only prove that the code runs, so
-:func:`judged` replaces every statistical verdict by :data:`QUICK_VERDICT`; exact computations (identities checked to
-round-off, rows marked ``"exact": True``) keep theirs at every scale.
+verdict is computed here from the per-seed values, never typed in, and uses only the words of :data:`VERDICTS`
+("supported", "partly supported", "contradicted", "inconclusive", "not judged", "not run"), optionally followed by
+one parenthesised qualifier that says why or by which rule ("inconclusive (1 seed)", "supported (exact
+computation)"). At the quick profile the numbers only prove that the code runs, so :func:`judged` replaces every
+statistical verdict by :data:`QUICK_VERDICT`; exact computations (identities checked to round-off, rows marked
+``"exact": True``) keep theirs at every scale. :func:`verdict_legend` renders the vocabulary as the how-to chapter's
+legend; the tests check every chapter's claims rows against it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,57 @@ import math
 
 import numpy as np
 
+# The whole book's verdict vocabulary: base word → what it means. A verdict is a base word, optionally followed by one
+# parenthesised qualifier ("inconclusive (1 seed)"); nothing else. The how-to chapter prints this as its legend.
+VERDICTS = {
+    "supported": "the measurement agrees with the claim by the row's stated rule: the 95 % interval of the paired "
+                 "differences lies on the claimed side of the threshold, or an exact computation holds to round-off",
+    "partly supported": "a claim about several cases (filters, layers, settings, λ): some cases are supported and "
+                        "none is contradicted; or the claim holds only approximately (the qualifier says which)",
+    "contradicted": "the measurement goes against the claim by the same rule: the interval lies entirely on the "
+                    "other side, or an exact computation fails",
+    "inconclusive": "the interval straddles the threshold, or the design cannot decide (one seed, no spread, too few "
+                    "settings; the qualifier names the reason)",
+    "not judged": "measured, but this scale or machine cannot decide the claim (quick profile: the numbers only "
+                  "show that the code runs; a CPU timing of a claim about GPUs)",
+    "not run": "the runs this claim needs are not part of this profile (or the data are not available offline)",
+}
+
 QUICK_VERDICT = "not judged (quick scale)"
+
+
+def verdict_base(verdict: str) -> str | None:
+    """The base word of a verdict (``"inconclusive (1 seed)"`` → ``"inconclusive"``), ``None`` when it is not in
+    :data:`VERDICTS` or its qualifier is not one parenthesised note at the end."""
+    for base in sorted(VERDICTS, key=len, reverse=True):
+        if verdict == base:
+            return base
+        rest = verdict[len(base):]
+        if verdict.startswith(base) and rest.startswith(" (") and rest.endswith(")"):
+            depth = 0
+            for i, char in enumerate(rest[1:], 1):  # the bracket opened after the base word must close last
+                depth += {"(": 1, ")": -1}.get(char, 0)
+                if depth == 0 and i < len(rest) - 1:
+                    return None
+            return base if depth == 0 else None
+    return None
+
+
+def qualify(verdict: str, note: str) -> str:
+    """``verdict`` with ``note`` added to its qualifier: ``"supported"`` → ``"supported (note)"``,
+    ``"inconclusive (1 seed)"`` → ``"inconclusive (1 seed; note)"``."""
+    if verdict.endswith(")") and verdict_base(verdict) not in (None, verdict):
+        return f"{verdict[:-1]}; {note})"
+    return f"{verdict} ({note})"
+
+
+def verdict_legend_rows() -> list[dict]:
+    """The vocabulary as table rows (``verdict``, ``meaning``), generated from :data:`VERDICTS`: the how-to chapter's
+    legend, rendered with the book's table renderer (``lib.plotting.table``)."""
+    rows = [{"verdict": word, "meaning": meaning} for word, meaning in VERDICTS.items()]
+    rows.append({"verdict": QUICK_VERDICT, "meaning": "the quick profile's verdict for every statistical claim (exact "
+                                                      "computations keep theirs)"})
+    return rows
 
 
 def judged(rows: list[dict], profile: str) -> list[dict]:

@@ -473,5 +473,5 @@ def test_timing_interval_and_cpu_verdict():
     assert ratio["median"] == pytest.approx(12.0) and ratio["low"] == pytest.approx(12.0)
     timing = {"rows": rows, "width": 16, "batch": 100, "device": "cpu"}
     row = aa.claims([], timing, "medium")[-1]
-    assert row["verdict"].startswith("not comparable")
+    assert row["verdict"].startswith("not judged (CPU timing")
     assert aa.claims([], {**timing, "device": "cuda"}, "medium")[-1]["verdict"] == "supported"  # 12% < 2 × 12.4%

@@ -646,10 +646,11 @@ def test_runs_and_verdicts():
     assert fs.hypothesis_verdict(0.0).startswith("inconclusive")
     assert fs.hypothesis_verdict((-0.9, -0.8)).startswith("supported")
     assert fs.hypothesis_verdict((-0.9, 0.1)).startswith("inconclusive")  # both moments must fall
-    assert fs.residual_verdict((0.8, 0.9)).startswith("failure reproduced")
+    assert fs.residual_verdict((0.8, 0.9)) == "supported (moments rise: the failure is reproduced)"
     assert fs.residual_verdict((0.5, 0.5)).startswith("inconclusive")  # no clear trend is not a reproduction
-    assert fs.residual_verdict((-0.9, -0.9)).startswith("not reproduced")
-    assert fs.accuracy_verdict(0.60, 0.57) == "matches (±3 points)" and fs.accuracy_verdict(0.3, 0.57) == "lower"
+    assert fs.residual_verdict((-0.9, -0.9)) == "contradicted (moments fall: the failure is not reproduced)"
+    assert fs.accuracy_verdict(0.60, 0.57) == "supported (within ±3 points)"
+    assert fs.accuracy_verdict(0.3, 0.57) == "contradicted (lower by more than 3 points)"
     fake = [{"config": {"depth": d}, "moment1": m} for d, m in [(1, 5.0), (2, 4.0), (4, 3.0), (4, 3.2)]]
     assert fs.trend(fake, "depth") == pytest.approx(-1.0)
 
@@ -798,9 +799,9 @@ def test_claims_rows_for_the_linear_and_untrained_sections():
                                          "untrained": untrained})
     by_claim = {r["claim"]: r for r in rows}
     exact = by_claim["linear ConvActually: sensitivity equals |v̂| (exact)"]
-    assert exact["verdict"] == "holds" and exact["exact"]
+    assert exact["verdict"].startswith("supported (exact") and exact["exact"]
     broken = fs.claims(theory, [], ridge, {"linear": [{**linear[0], "identity_error": 1e-3}]})
-    assert {r["claim"]: r for r in broken}[exact["claim"]]["verdict"] == "fails"
+    assert {r["claim"]: r for r in broken}[exact["claim"]]["verdict"].startswith("contradicted (exact")
     follows = [r for r in rows if "follows the ridge/Theorem-4.9" in r["claim"]]
     assert [r["verdict"] for r in follows] == ["supported", "contradicted"]   # depth 2: the weaker ρ is negative
     moved = {r["claim"].split(",")[1].split(":")[0].strip(): r["verdict"] for r in rows
@@ -1002,9 +1003,9 @@ def test_claims_rows_use_seed_aware_trend_tests_and_cover_the_new_sections():
     assert "p = " in by_claim["hypothesis I: ConvActually depth ↑ ⇒ moments ↓"]["ours"]
     assert by_claim["LASSO |v̂| per frequency = max(0, |v̂_LS| − λ/τ) (eq. A.7)"]["verdict"].startswith("contradicted")
     alpha = by_claim["power-law exponent over |(i, j)| ≤ 8, cifar10"]
-    assert alpha["verdict"].startswith("differs") and "α ≈ 1" in alpha["paper"]
+    assert alpha["verdict"].startswith("contradicted (|α − 1|") and "α ≈ 1" in alpha["paper"]
     resnet = [r for r in rows if r["claim"].startswith("ResNets: hypothesis II")]
-    assert len(resnet) == 1 and resnet[0]["verdict"] == "failure reproduced (moments rise)"   # 3 × 3: p = 2/216
+    assert len(resnet) == 1 and resnet[0]["verdict"] == "supported (moments rise: the failure is reproduced)"   # 3 × 3: p = 2/216
     tied = [_fake_train("resnet", 8, wd, s, 12.0 + (0.3 if wd > 1e-3 else 0)) for wd in (5e-5, 5e-4, 5e-3)
             for s in range(3)]                                          # ties: no ordering can reach p < 0.05
     tied_row = [r for r in fs.claims(theory, stats, ridge, {"decay_residual": tied})

@@ -360,8 +360,8 @@ def test_medium_runs_missing_on_a_cpu_name_the_command_not_hours_in_a_cell(isola
 def test_quick_claims_tables_withhold_statistical_verdicts():
     from lib.claims import QUICK_VERDICT, judged
     rows = [{"claim": "a > b", "ours": "1 vs 0", "verdict": "supported"},
-            {"claim": "identity", "ours": "1e-15", "verdict": "holds", "exact": True}]
+            {"claim": "identity", "ours": "1e-15", "verdict": "supported (exact computation)", "exact": True}]
     quick = judged(rows, "quick")
-    assert [r["verdict"] for r in quick] == [QUICK_VERDICT, "holds"]
+    assert [r["verdict"] for r in quick] == [QUICK_VERDICT, "supported (exact computation)"]
     assert all("exact" not in r for r in quick), "the marker is not a table column"
-    assert [r["verdict"] for r in judged(rows, "medium")] == ["supported", "holds"]
+    assert [r["verdict"] for r in judged(rows, "medium")] == ["supported", "supported (exact computation)"]

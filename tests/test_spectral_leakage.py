@@ -428,7 +428,7 @@ def test_claims_table_applies_the_rule_to_paired_seeds():
     assert leak_row["verdict"] == "supported"
     assert leak_row["ours"] == "3×3 − 7×7H, change: 30.00 ± 0.10 pp; trained values: 30.00 ± 0.10 pp"
     assert rows["truncating to 7 taps leaks more than a Hamming taper (peak side lobe)"]["verdict"] == \
-        "holds (exact computation)"
+        "supported (exact computation)"
     # robustness is the accuracy lost to the attack: FGSM costs the windowed model 4 points less, PGD the same
     fgsm = rows["FMNIST: 7×7+Hamming more robust than 3×3, FGSM ε=0.2 (smaller accuracy drop)"]
     assert fgsm["verdict"] == "supported"
@@ -451,7 +451,7 @@ def test_claims_table_applies_the_rule_to_paired_seeds():
     assert rows["CIFAR-100: larger Hamming kernels beat 3×3"]["verdict"] == "not run"
     from lib.claims import QUICK_VERDICT, judged
     quick = judged(sl.claims(fake, "quick"), "quick")
-    assert all(r["verdict"] in (QUICK_VERDICT, "not run", "holds (exact computation)") for r in quick)
+    assert all(r["verdict"] in (QUICK_VERDICT, "not run", "supported (exact computation)") for r in quick)
     # tables and figures of the new arms run on the same fake results
     assert {r["model"] for r in sl.robustness_table(fake)} >= {"3×3", "7×7 + Hamming", "7×7 + shuffled Hamming"}
     assert len(sl.leakage_table(fake)) == 5

@@ -1184,7 +1184,7 @@ def claims(results: list[dict], timing: dict | None, profile: str,
                     if np.isfinite(ratio["low"]) else "(too few rounds for an interval)")
         ours = f"{ratio['median']:+.1f}% {interval}; {timing.get('device', 'cpu').upper()}, width {timing['width']}"
         if timing.get("device", "cpu") != "cuda":
-            verdict = "not comparable (CPU timing; the paper's claim is about a GPU)"
+            verdict = "not judged (CPU timing; the paper's claim is about a GPU)"
         elif not np.isfinite(ratio["low"]):
             verdict = "inconclusive (too few rounds)"
         elif ratio["high"] <= 2 * paper_added:

@@ -736,8 +736,11 @@ def by_setting(results: list[dict], key: str) -> dict:
 
 
 def format_mean_sd(values, fmt: str = ".3f") -> str:
+    """``"0.123 ± 0.004 (n=3)"``; one value is shown as such, ``"0.123 (1 seed)"``, never with a "± 0"."""
     mean, sd, n = mean_sd(values)
-    return f"{mean:{fmt}} ± {sd:{fmt}} (n={n})" if n > 1 else f"{mean:{fmt}} (n=1, no sd)"
+    if n == 0:
+        return "not run"
+    return f"{mean:{fmt}} ± {sd:{fmt}} (n={n})" if n > 1 else f"{mean:{fmt}} (1 seed)"
 
 
 def trend(results: list[dict], key: str, metric: str = "moment1") -> float:
@@ -770,15 +773,18 @@ def hypothesis_verdict(rhos, threshold: float = 0.7) -> str:
     0.7 asks for a roughly monotone trend: with 3 settings only a strictly monotone one passes, with 4 at most one swap.
     """
     return {"fall": "supported (moments fall)", "rise": "contradicted (moments rise)",
-            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold), "too few settings")
+            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold),
+                                                                "inconclusive (too few settings)")
 
 
 def residual_verdict(rhos, threshold: float = 0.7) -> str:
     """The paper says hypothesis I can fail with skip connections. The same rule as :func:`hypothesis_verdict`, read
-    the other way round: moments that clearly rise reproduce the failure, moments that clearly fall do not, and no
-    monotone trend is inconclusive (with few depths, noise alone gives that)."""
-    return {"fall": "not reproduced (moments fall)", "rise": "failure reproduced (moments rise)",
-            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold), "too few settings")
+    the other way round: moments that clearly rise reproduce the failure (the claim "can fail" is supported),
+    moments that clearly fall do not (contradicted), and no monotone trend is inconclusive (with few depths, noise
+    alone gives that)."""
+    return {"fall": RESIDUAL_READING["supported"], "rise": RESIDUAL_READING["contradicted"],
+            "neither": "inconclusive (no monotone trend)"}.get(_direction(rhos, threshold),
+                                                                "inconclusive (too few settings)")
 
 
 def trend_of(results: list[dict], key: str, metric: str = "moment1", direction: int = -1) -> dict:
@@ -799,21 +805,25 @@ def combined_verdict(first: dict, second: dict) -> str:
     return "inconclusive (the two moments disagree)"
 
 
-RESIDUAL_READING = {"supported": "not reproduced (moments fall)", "contradicted": "failure reproduced (moments rise)"}
+# the ResNet rows claim that hypothesis I/II *can fail*: moments that fall (the trend test's "supported") do not
+# reproduce the failure, moments that rise do
+RESIDUAL_READING = {"supported": "contradicted (moments fall: the failure is not reproduced)",
+                    "contradicted": "supported (moments rise: the failure is reproduced)"}
 
 
 def accuracy_verdict(ours: float, paper: float, tolerance: float = 0.03) -> str:
     if abs(ours - paper) <= tolerance + 1e-9:
-        return "matches (±3 points)"
-    return "lower" if ours < paper else "higher"
+        return f"supported (within ±{100 * tolerance:.0f} points)"
+    return f"contradicted ({'lower' if ours < paper else 'higher'} by more than {100 * tolerance:.0f} points)"
 
 
 def identity_verdict(max_error: float, tolerance: float = 1e-9) -> str:
-    return "holds" if max_error <= tolerance else "fails"
+    return (f"supported (exact, error ≤ {tolerance:.0e})" if max_error <= tolerance else
+            f"contradicted (exact, error > {tolerance:.0e})")
 
 
 def power_law_verdict(r2: float, threshold: float = 0.8) -> str:
-    return f"fits (R² ≥ {threshold})" if r2 >= threshold else f"poor fit (R² < {threshold})"
+    return f"supported (fit R² ≥ {threshold})" if r2 >= threshold else f"contradicted (poor fit, R² < {threshold})"
 
 
 # the linear ConvActually's sensitivity (autograd, float32) against |v̂| from its weights (float64): float32 round-off
@@ -1256,7 +1266,7 @@ def ridge_frames(ridge: dict, dpi: int = 60) -> tuple[list[bytes], list[str]]:
 def _accuracy_row(claim: str, paper_value: float, results: list[dict], key: str, value) -> dict:
     group = by_setting(results, key).get(value)
     if not group:
-        return {"claim": claim, "paper": f"{paper_value:.2f}", "ours": "not run at this profile", "verdict": "—"}
+        return {"claim": claim, "paper": f"{paper_value:.2f}", "ours": "not run at this profile", "verdict": "not run"}
     accuracies = [r["accuracy"] for r in group]
     return {"claim": claim, "paper": f"{paper_value:.2f}", "ours": format_mean_sd(accuracies),
             "verdict": accuracy_verdict(float(np.mean(accuracies)), paper_value)}
@@ -1340,7 +1350,8 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
                        else np.inf) for c in cases)
         rows.append({"claim": f"no factorisation beats the SVD one: {label}", "paper": "ratio ≥ 1" + (
             "" if cases is proven else " (conjectured)"), "ours": f"smallest ratio found {best:.6f}",
-            "verdict": "holds in all trials" if best >= 1 - 1e-6 else "counter-example found", "exact": True})
+            "verdict": "supported (in all trials)" if best >= 1 - 1e-6 else "contradicted (counter-example found)",
+            "exact": True})
     for result in stats:
         law = result["power_law"]
         rows.append({"claim": f"power law τ ≈ γ/(|i|^α+|j|^β), {result['config']['dataset']}",
@@ -1355,12 +1366,13 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
                          "paper": f"α ≈ {PAPER_ALPHA:g} (§1, power ∝ 1/|f|^α)",
                          "ours": f"α={low['alpha']:.2f}, β={low['beta']:.2f} (R²={low['r2']:.2f}; all radii: "
                                  f"α={law['alpha']:.2f}, β={law['beta']:.2f})",
-                         "verdict": f"matches (±{ALPHA_TOLERANCE:g})" if close else
-                         f"differs (|α − {PAPER_ALPHA:g}| > {ALPHA_TOLERANCE:g})"})
+                         "verdict": f"supported (within ±{ALPHA_TOLERANCE:g})" if close else
+                         f"contradicted (|α − {PAPER_ALPHA:g}| > {ALPHA_TOLERANCE:g})"})
     errors = np.asarray(ridge["median_log_error"])
     rows.append({"claim": "ridge shrinkage per frequency = τ/(λ+τ) (eq. 4.18)", "paper": "under assumption 4.17",
                  "ours": f"median |log(measured/predicted)| {errors.min():.2f}–{errors.max():.2f} over λ",
-                 "verdict": "close (median error < 0.1)" if errors.max() < 0.1 else "approximate only"})
+                 "verdict": "supported (median error < 0.1)" if errors.max() < 0.1 else
+                 "partly supported (approximate only: median error ≥ 0.1)"})
     correlations = np.asarray(ridge.get("lasso_correlation", []), float)
     if correlations.size:
         lambdas = ridge.get("lasso_lambdas", [float("nan")] * correlations.size)
@@ -1368,7 +1380,8 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
                      "paper": "under assumption 4.17 (diagonal covariance)",
                      "ours": "correlation " + ", ".join(f"{c:+.2f} (λ={lam:g})" for c, lam in zip(correlations, lambdas)),
                      "verdict": "supported (r ≥ 0.5 at every λ)" if np.all(correlations >= 0.5) else
-                     "contradicted (r < 0.5)" if np.all(correlations < 0.5) else "mixed over λ"})
+                     "contradicted (r < 0.5 at every λ)" if np.all(correlations < 0.5) else
+                     "partly supported (r ≥ 0.5 at some λ only)"})
     linear = sections.get("linear")
     if linear:
         error = max(r["identity_error"] for r in linear)

@@ -148,6 +148,8 @@ def training_summary(results: list[dict]) -> list[dict]:
     rows = [{"seed": r["config"]["seed"], "test accuracy": r["final"]["accuracy"],
              "train time (s)": r["train_time_s"], "device": r["provenance"]["device"]} for r in results]
     accuracies = np.array([r["final"]["accuracy"] for r in results])
-    rows.append({"seed": "mean ± sd", "test accuracy": f"{accuracies.mean():.4f} ± {accuracies.std(ddof=1) if len(accuracies) > 1 else 0:.4f}",
+    summary = (f"{accuracies.mean():.4f} ± {accuracies.std(ddof=1):.4f}" if len(accuracies) > 1 else
+               f"{accuracies.mean():.4f} (1 seed)")   # one seed has no spread to show: never "± 0.0000"
+    rows.append({"seed": "mean ± sd" if len(accuracies) > 1 else "value", "test accuracy": summary,
                  "train time (s)": float(np.mean([r["train_time_s"] for r in results])), "device": ""})
     return rows

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .. import data, spectra
 from ..attacks import correct_under_attack
 from ..claims import (format_mean_sd, format_paired, mcnemar_p, paired_outcomes, paired_values, verdict_equivalent,
-                      verdict_paired, verdict_paired_margin)
+                      qualify, verdict_paired, verdict_paired_margin)
 from ..claims import mean_sd as _mean_sd_count
 from ..filters.dct import dct_lowpass, smoothing_index
 from ..models.convmixer import ConvMixer
@@ -835,9 +835,9 @@ def _timing_row(timing: dict | None, slow: str, fast: str, kind: str = "greater"
         ours += f" ({a['trainable_parameters']:,} vs {b['trainable_parameters']:,} trainable parameters)"
     verdict = (verdict_equivalent(d, margin=TIME_MARGIN) if kind == "equivalent" else verdict_paired(d))
     if timing.get("device_type") == "cuda":
-        verdict += " (GPU compute time, CUDA events)"
+        verdict = qualify(verdict, "GPU compute time, CUDA events")
     else:  # the papers timed GPUs: a CPU's cost ratios (slow depthwise kernels) need not carry over
-        verdict += " for CPU compute time (1 thread); it cannot judge the paper's GPU-time claim"
+        verdict = qualify(verdict, "for CPU compute time, 1 thread; it cannot judge the paper's GPU-time claim")
     return ours, verdict
 
 
