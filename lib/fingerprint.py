@@ -133,32 +133,75 @@ def _module_digest(module_name: str) -> str:
     return hashlib.sha256(_serialise(tree).encode()).hexdigest()
 
 
-def dependencies(fn) -> tuple[list[str], list[str]]:
-    """(definitions of ``fn``'s module that it reaches, ``lib`` modules it depends on), both sorted."""
-    module_name = fn.__module__
+CHAPTER_PREFIX = "lib.experiments."
+
+
+def _is_chapter_definition(module: str, name: str) -> bool:
+    """``name`` imported from a chapter module (``from .anti_aliasing import equivariance_maps``): a function or
+    constant of another chapter, not the module itself."""
+    return module.startswith(CHAPTER_PREFIX) and not _is_module(f"{module}.{name}")
+
+
+def _reach(module_name: str, start: list[str], defined: dict | None = None):
+    """The top-level definitions of ``module_name`` reached by name from ``start``, the ``lib`` modules they use, and
+    the definitions of *other chapter modules* they import by name, as ``{(module, name), ...}``."""
     tree, path = _module_tree(module_name)
-    defined = _top_level(tree)
-    if defined.get(fn.__name__) is None or "<locals>" in fn.__qualname__:
-        defined = {**defined, fn.__name__: _local_definition(fn)}
+    defined = _top_level(tree) if defined is None else defined
     imported = _imports(module_name, tree, path.name == "__init__.py")
-    reached, todo, modules = set(), [fn.__name__], set()
+    reached, todo, modules, foreign = set(), list(start), set(), set()
     while todo:
         name = todo.pop()
         if name in reached or name not in defined:
             if name in imported:
-                modules.add(imported[name])
+                if _is_chapter_definition(imported[name], name):
+                    foreign.add((imported[name], name))
+                else:
+                    modules.add(imported[name])
             continue
         reached.add(name)
         todo.extend(_names(defined[name]))
-    # the closure of lib modules imported by those modules
-    closure, todo = set(), [m for m in modules]
+    return reached, modules, foreign
+
+
+def _closure(modules) -> list[str]:
+    """The ``lib`` modules in ``modules`` and, recursively, those they import (neutral modules excluded)."""
+    closure, todo = set(), list(modules)
     while todo:
         name = todo.pop()
         if name in closure or name in NEUTRAL or not _is_module(name):
             continue
         closure.add(name)
         todo.extend(_lib_modules_of(name))
-    return sorted(reached), sorted(closure)
+    return sorted(closure)
+
+
+def _foreign_definitions(foreign: set) -> tuple[list[tuple[str, str]], set[str]]:
+    """Another chapter's definitions that a run function imports (a synthesis chapter reusing the chapters'
+    measurements) count definition by definition, like the function's own module, never as whole modules: editing a
+    figure of that chapter must not make this chapter's results stale. Returns every reached ``(module, name)``
+    (sorted) and the ``lib`` modules they use."""
+    done, todo, modules = set(), sorted(foreign), set()
+    while todo:
+        module, name = todo.pop()
+        if (module, name) in done:
+            continue
+        reached, used, more = _reach(module, [name])
+        done |= {(module, n) for n in reached}
+        modules |= used
+        todo.extend(sorted(more - done))
+    return sorted(done), modules
+
+
+def dependencies(fn) -> tuple[list[str], list[str]]:
+    """(definitions of ``fn``'s module that it reaches, ``lib`` modules it depends on), both sorted."""
+    module_name = fn.__module__
+    tree, _ = _module_tree(module_name)
+    defined = _top_level(tree)
+    if defined.get(fn.__name__) is None or "<locals>" in fn.__qualname__:
+        defined = {**defined, fn.__name__: _local_definition(fn)}
+    reached, modules, foreign = _reach(module_name, [fn.__name__], defined)
+    _, foreign_modules = _foreign_definitions(foreign)
+    return sorted(reached), _closure(modules | foreign_modules)
 
 
 def _local_definition(fn) -> ast.stmt:
@@ -184,4 +227,9 @@ def code_fingerprint(fn) -> str:
             digest.update(_serialise(statement).encode())
     for module in modules:
         digest.update(f"{module}:{_module_digest(module)}".encode())
+    # other chapters' definitions, one by one (only where a run function imports some: the digest of every other
+    # function is what it was before this rule existed)
+    _, _, foreign = _reach(fn.__module__, [fn.__name__], defined)
+    for module, name in _foreign_definitions(foreign)[0]:
+        digest.update(f"{module}.{name}:{_serialise(_top_level(_module_tree(module)[0])[name])}".encode())
     return digest.hexdigest()[:16]

@@ -26,6 +26,9 @@ CLAIMS_TESTS = {
                               ["test_claims_rows_for_the_linear_and_untrained_sections",
                                "test_claims_rows_use_seed_aware_trend_tests_and_cover_the_new_sections"]),
     "spectral_leakage": ("test_spectral_leakage", ["test_claims_table_applies_the_rule_to_paired_seeds"]),
+    "synthesis": ("test_synthesis", ["test_claims_on_synthetic_results_give_the_expected_verdicts",
+                                     "test_claims_with_one_seed_or_missing_variants_do_not_decide",
+                                     "test_quick_profile_shows_not_judged"]),
 }
 
 

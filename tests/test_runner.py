@@ -365,3 +365,36 @@ def test_quick_claims_tables_withhold_statistical_verdicts():
     assert [r["verdict"] for r in quick] == [QUICK_VERDICT, "supported (exact computation)"]
     assert all("exact" not in r for r in quick), "the marker is not a table column"
     assert [r["verdict"] for r in judged(rows, "medium")] == ["supported", "supported (exact computation)"]
+
+
+def test_another_chapters_definitions_count_one_by_one_not_as_whole_modules():
+    """The synthesis chapter reuses other chapters' measurements: only the definitions it reaches count, so editing a
+    figure of those chapters leaves its results valid, while editing a measurement it uses does not."""
+    from lib.experiments import synthesis
+    own, modules = fingerprint.dependencies(synthesis.train_and_measure)
+    assert not [m for m in modules if m.startswith(fingerprint.CHAPTER_PREFIX)]
+    _, _, foreign = fingerprint._reach(synthesis.__name__, [synthesis.train_and_measure.__name__])
+    reached, used = fingerprint._foreign_definitions(foreign)
+    assert ("lib.experiments.anti_aliasing", "equivariance_maps") in reached
+    assert ("lib.experiments.spectral_leakage", "kernel_leakage") in reached
+    assert not {name for _, name in reached} & {"claims", "plot_accuracy", "plot_robustness", "plot_shift_probability"}
+    assert "lib.spectra" in used  # what kernel_leakage itself uses
+
+
+def test_committed_results_are_not_stale():
+    """Every committed medium/paper result was computed by the code its run executes now (else the book silently
+    falls back to quick): an edit that changes a committed run's code must come with recomputed results."""
+    from pathlib import Path
+    from lib.experiments import chapter_runs, statuses
+    root = Path(__file__).resolve().parents[1] / "results"
+    checked = 0
+    for profile_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for chapter_dir in sorted(p for p in profile_dir.iterdir() if p.is_dir()):
+            committed = {p.name for p in chapter_dir.glob("*.json")}
+            runs = chapter_runs(chapter_dir.name, profile_dir.name)
+            for run, lookup in zip(runs, statuses(runs, profile_dir.name)):
+                if lookup.path.name in committed:
+                    assert lookup.state == "present", f"{lookup.path}: {lookup.state} ({lookup.reason})"
+                    checked += 1
+            assert checked or not committed, f"{chapter_dir}: committed files that no run of the profile names"
+    assert checked or not root.is_dir()
