@@ -804,14 +804,16 @@ def timing_rows(result: dict) -> list[dict]:
 
 # --- the widget (no results needed) ---------------------------------------------------------------------------------
 
-def filter_frame(family: str, taps: int, dpi: int = 90) -> bytes:
+def filter_frame(family: str, taps: int, dpi: int = 100) -> bytes:
     """One widget frame: a filter's 2-D kernel, its magnitude response, and the toy signal max-blur-pooled at every
     shift (a shift-invariant result would give the same samples for all shifts)."""
     import matplotlib.pyplot as plt
     from ..filters.blur import blur_filter, blur_kernel_2d
     from ..spectra import frequencies, magnitude_response
-    # a plain figure (no constrained layout): 19 frames are drawn on every execution
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0), gridspec_kw={"wspace": 0.4, "width_ratios": [0.8, 1, 1.2]})
+    from ..plotting import new_figure, to_png
+    # at reading width (legible text, lib.plotting); constrained layout makes room for the 9-pt text
+    fig = new_figure(9.6, 3.0, layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [0.8, 1, 1.2]})
     kernel = blur_kernel_2d(family, taps)
     # on the 7×7 canvas of the largest filter, outside the kernel grey (its size visible), colours scaled to its
     # own largest weight (printed: the shape visible too)
@@ -846,15 +848,10 @@ def filter_frame(family: str, taps: int, dpi: int = 90) -> bytes:
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(signal) - 0.5), cmap=cmap), ax=axes[2],
                        ticks=range(len(signal)), fraction=0.08, pad=0.03)
     bar.set_label("input shift (samples)")
-    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.2, top=0.82)
-    # one draw instead of the two of bbox_inches="tight" (frames are re-drawn on every execution)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    return buffer.getvalue()
+    return to_png(fig, dpi=dpi)
 
 
-def widget_frames(dpi: int = 90) -> tuple[list[bytes], list[str]]:
+def widget_frames(dpi: int = 100) -> tuple[list[bytes], list[str]]:
     """Frames and labels of the filter explorer: all 19 filters of Table 1."""
     filters = table1_filters()
     return [filter_frame(f, t, dpi) for f, t in filters], [filter_label(f, t) for f, t in filters]

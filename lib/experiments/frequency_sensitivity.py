@@ -1207,7 +1207,7 @@ def figure_radial_moments(results: list[dict], key: str, xlabel: str, log_x: boo
     return fig
 
 
-def sensitivity_frames(results: list[dict], key: str, dpi: int = 60) -> tuple[list[bytes], list[str]]:
+def sensitivity_frames(results: list[dict], key: str, dpi: int = 100) -> tuple[list[bytes], list[str]]:
     """Widget frames: one per setting (first seed), the sensitivity image beside its radial curve (on common axes)."""
     plotting = _plt()
     groups = by_setting(results, key)
@@ -1230,7 +1230,7 @@ def sensitivity_frames(results: list[dict], key: str, dpi: int = 60) -> tuple[li
     return frames, labels
 
 
-def ridge_frames(ridge: dict, dpi: int = 60) -> tuple[list[bytes], list[str]]:
+def ridge_frames(ridge: dict, dpi: int = 100) -> tuple[list[bytes], list[str]]:
     """Widget frames: for each λ, measured shrinkage per frequency against τ/(λ+τ) (scatter and radial means)."""
     plotting = _plt()
     lambdas = np.asarray(ridge["lambdas"])
@@ -1343,7 +1343,7 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
     proven = [c for c in theory["factorisations"].values() if c["proven"]]
     conjectured = [c for c in theory["factorisations"].values() if not c["proven"]]
     svd_gap = max(float(np.max(np.abs(np.asarray(c["svd_ratio"]) - 1))) for c in theory["factorisations"].values())
-    rows.append({"claim": "Lemma B.13: SVD factorisation attains |B|_{2/L}^{2/L}", "paper": "equality (B.16)",
+    rows.append({"claim": "Lemma B.13: SVD factorisation attains $|B|_{2/L}^{2/L}$", "paper": "equality (B.16)",
                  "ours": f"max |ratio − 1| {svd_gap:.1e}", "verdict": identity_verdict(svd_gap), "exact": True})
     for label, cases in (("proven cases (L=2; 1×1)", proven), ("conjecture 4.13 (L≥3, matrices)", conjectured)):
         best = min(min(np.min(c["random_min_ratio"]), np.min(c["optimised_min_ratio"]) if len(c["optimised_min_ratio"])

@@ -112,7 +112,7 @@ def envelope_explorer(sizes=(1, 2, 4, 8, 16, 32, 64)):
     """Kernel-free widget: bank size → filters and envelope."""
     from ..plotting import to_png
     from ..widgets import explorer
-    frames = [to_png(envelope_figure(n), dpi=64) for n in sizes]
+    frames = [to_png(envelope_figure(n)) for n in sizes]
     return explorer(frames, [f"{n} filter{'s' if n > 1 else ''}" for n in sizes], description="bank size")
 
 

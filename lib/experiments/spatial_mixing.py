@@ -1105,7 +1105,7 @@ def envelope_1d_figure(sizes=(1, 4, 16, 64), k: int = 8, grid: int = 512):
 def coverage_figure(sizes=(1, 2, 4, 8, 16, 32, 64, 128), k: int = 3, grid: int = 128, seeds: int = 5):
     """Coverage against bank size for the four static banks of the ResNet experiment (3×3, unit energy), and the
     envelope of each bank at 64 filters."""
-    fig = __import__("matplotlib.pyplot", fromlist=["figure"]).figure(figsize=(9.6, 4.6), constrained_layout=True)
+    fig = __import__("lib.plotting", fromlist=["new_figure"]).new_figure(9.6, 4.6, constrained_layout=True)
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1])
     ax = top.subplots()
     labels = {"random": "Different (random)", "same": "Same (9 kernels repeated)", "box": "Box", "identity": "Identity"}
@@ -1185,7 +1185,7 @@ def envelope_explorer(sizes=(1, 2, 4, 8, 16, 32, 64, 128)):
     """Widget (a), kernel-free: bank size → filters and spectral envelope."""
     from ..plotting import to_png
     from ..widgets import explorer
-    frames = [to_png(envelope_frame(n), dpi=60) for n in sizes]
+    frames = [to_png(envelope_frame(n)) for n in sizes]
     return explorer(frames, [f"{n} filter{'s' if n > 1 else ''}" for n in sizes], description="bank size")
 
 
@@ -1265,7 +1265,7 @@ def convmixer_figure(results: list[dict], profile: str):
 def learned_filters_figure(results: list[dict], profile: str, per_layer: int = 32):
     """Fig 7 / workshop Fig 12 (learned depthwise filters of the depth-4 ConvMixer, one row per layer) and workshop
     Fig 11 (their spectral envelopes next to the envelope of the random initial filters)."""
-    from ..plotting import provenance_footer
+    from ..plotting import new_figure, provenance_footer
     import matplotlib.pyplot as plt
     c = SETTINGS[profile]["convmixer"]
     found = select(results, **convmixer_selector("full", c["filters_depth"], profile))
@@ -1273,7 +1273,7 @@ def learned_filters_figure(results: list[dict], profile: str, per_layer: int = 3
     if not found:
         raise ValueError("no stored learned filters: run the convmixer section first")
     layers, initial = found[0]["filters"], found[0]["initial_filters"]
-    fig = plt.figure(figsize=(10, 2.2 * len(layers)), constrained_layout=True)
+    fig = new_figure(10, 2.2 * len(layers), constrained_layout=True)
     left, right = fig.subfigures(1, 2, width_ratios=[1.6, 1])
     axes_f = left.subplots(len(layers), 1)
     axes_e = right.subplots(len(layers), 2)
@@ -1392,7 +1392,7 @@ def smoothing_explorer(results: list[dict], profile: str):
     c = SETTINGS[profile]["convmixer"]
     curves = smoothing_curves(results, profile)
     keeps = [k for k in c["keeps"] if k in curves]
-    frames = [to_png(smoothing_frame(k, curves, profile), dpi=60) for k in keeps]
+    frames = [to_png(smoothing_frame(k, curves, profile)) for k in keeps]
     labels = [f"index {smoothing_index(c['kernel_size'], k)} (keep {k}×{k})" for k in keeps]
     return explorer(frames, labels, description="smoothing")
 

@@ -921,7 +921,7 @@ def plot_window_families(results: list[dict], dataset: str, k: int | None = None
     return fig
 
 
-def widget_frames(sizes=(3, 5, 7, 9, 11, 15), names=WINDOWS, dpi: int = 60):
+def widget_frames(sizes=(3, 5, 7, 9, 11, 15), names=WINDOWS, dpi: int = 100):
     """PNG frames ``frames[window][size]`` for the kernel-free explorer: the window, its 1-D spectrum (dB) with its
     peak side-lobe level and main-lobe width, and the 2-D spectrum of the separable k×k window."""
     from ..plotting import figure, to_png

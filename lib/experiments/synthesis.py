@@ -652,8 +652,13 @@ def scoreboard_html(board: dict, columns=("chapter", "claim", "paper", "ours", "
     rows = sorted_rows(board, "verdict")
     head = "".join(f'<th style="cursor:pointer" title="sort" onclick="bookSortTable(this)">{html.escape(c)} ↕</th>'
                    for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+    def cell(value) -> str:
+        # `$...$` math (as in the Markdown tables) becomes MathJax's inline math; everything else is escaped text
+        parts = re.split(r"\$([^$]+)\$", str(value))
+        return "".join(html.escape(part) if i % 2 == 0 else
+                       f'<span class="math notranslate nohighlight">\\({html.escape(part)}\\)</span>'
+                       for i, part in enumerate(parts))
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
     script = ("<script>function bookSortTable(th){var table=th.closest('table'),body=table.tBodies[0],"
               "i=Array.prototype.indexOf.call(th.parentNode.children,th),up=th.dataset.up!=='1';"
               "Array.from(body.rows).sort(function(a,b){var x=a.cells[i].textContent,y=b.cells[i].textContent,"
@@ -712,17 +717,17 @@ def plot_profiles(results: list[dict]):
     return fig
 
 
-def widget_frames(results: list[dict], seed: int | None = None, dpi: int = 60) -> tuple[list[bytes], list[str]]:
+def widget_frames(results: list[dict], seed: int | None = None, dpi: int = 100) -> tuple[list[bytes], list[str]]:
     """One PNG frame per variant (seed ``seed``, default the smallest): its sensitivity map (log10, zero frequency in
     the centre), its first-layer filters (summed over input channels) with the spectral envelope of the whole
     first-layer bank, and its consistency / robustness numbers."""
     import matplotlib.pyplot as plt
-    from ..plotting import DIVERGING, to_png
+    from ..plotting import DIVERGING, new_figure, to_png
     frames, labels = [], []
     for v in variants_in(results):
         members = group(results, v)
         run = next((r for r in members if seed is None or r["config"]["seed"] == seed), members[0])
-        fig = plt.figure(figsize=(9.0, 2.6), layout="constrained")
+        fig = new_figure(9.0, 2.6, layout="constrained")
         grid = fig.add_gridspec(2, 7, width_ratios=[2.2, 0.1, 0.55, 0.55, 0.55, 0.55, 2.2])
         ax_map = fig.add_subplot(grid[:, 0])
         sens = sensitivity.centred(np.asarray(run["sensitivity"]).mean(0))

@@ -1,0 +1,40 @@
+"""Sphinx extension with two page fixes for this book (listed under ``sphinx.local_extensions`` in ``_config.yml``).
+
+1. Drop sphinx-thebe's scripts from every page. Jupyter Book 1 always loads ``sphinx_thebe``, whatever
+   ``launch_buttons.thebe`` says, and the extension adds its inline ``const THEBE_JS_URL = ...`` script twice per page;
+   the second declaration throws ("Identifier 'THEBE_JS_URL' has already been declared") on every page. Thebe is off
+   here, so nothing uses these scripts.
+2. Load MathJax on pages whose only math sits in HTML outputs (the synthesis scoreboard renders ``$...$`` cells as
+   ``<span class="math">\\(...\\)</span>``): Sphinx adds MathJax only to pages with math in their Markdown.
+"""
+
+from __future__ import annotations
+
+from docutils import nodes
+
+MATH_IN_HTML = 'class="math notranslate nohighlight"'
+
+
+def _is_thebe(asset) -> bool:
+    name = str(getattr(asset, "filename", asset) or "")
+    body = str(getattr(asset, "attributes", {}).get("body", "") or "")
+    return "sphinx-thebe" in name or "THEBE_JS_URL" in body
+
+
+def _drop_thebe(app, pagename, templatename, context, doctree):
+    for key in ("script_files", "css_files"):
+        if key in context:
+            context[key] = [asset for asset in context[key] if not _is_thebe(asset)]
+
+
+def _math_in_outputs(app, pagename, templatename, context, doctree):
+    if doctree is None:
+        return
+    if any(MATH_IN_HTML in node.astext() for node in doctree.findall(nodes.raw) if "html" in node.get("format", "")):
+        app.env.get_domain("math").data["has_equations"][pagename] = True
+
+
+def setup(app):
+    app.connect("html-page-context", _math_in_outputs, priority=100)  # before sphinx.ext.mathjax (500)
+    app.connect("html-page-context", _drop_thebe, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
