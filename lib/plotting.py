@@ -9,6 +9,7 @@ factor for a figure that is wider than the column anyway.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import textwrap
@@ -159,24 +160,114 @@ def _short_provenance(text: str) -> str:
     return " · ".join(parts)
 
 
+# Names of the figures the cells being executed will show, in order (set by :func:`numbered`)
+_PENDING_NAMES: list[str] = []
+_NUMBERING: list[bool] = []  # non-empty while a numbered() block runs
+GLUE_PREFIX = "application/papermill.record/"  # myst-nb's mime prefix for glued outputs that are not displayed
+
+
+@contextlib.contextmanager
+def numbered(*names: str):
+    """Give the figures shown inside these names, in order, for numbered figures.
+
+    Each figure that :func:`provenance_footer` shows is then *glued* (myst-nb) instead of shown, with its full
+    provenance glued as ``<name>-provenance``; a figure that never reaches it (closed-form figures with no stored result,
+    which the inline backend would show at the end of the cell) takes the names left when the block ends, in the order
+    the figures were made, with a provenance line saying it was drawn when the page was built. The Markdown cell that
+    follows places each with a ``glue:figure`` directive whose ``:name:`` is the same name, so Sphinx numbers it and a
+    ``numref`` role refers to it; the caption ends with the provenance as a ``glue:text`` role. Outside a kernel the
+    names are ignored. Names and figures must match one to one: a caption must never point at nothing."""
+    if _NUMBERING:
+        raise RuntimeError("numbered() cannot be nested: close the first block before naming more figures")
+    before = set(plt.get_fignums())
+    _PENDING_NAMES.extend(names)
+    _NUMBERING.append(True)
+    try:
+        yield
+        left = [n for n in plt.get_fignums() if n not in before]
+        if _PENDING_NAMES and _in_kernel():
+            if len(left) != len(_PENDING_NAMES):
+                raise RuntimeError(f"numbered figures {_PENDING_NAMES} were never shown, and {len(left)} figures "
+                                   "are open: give one name per figure the block makes")
+            for name, number in zip(list(_PENDING_NAMES), left):
+                fig = plt.figure(number)
+                _glue(name, fig, {"image/png": {"alt": describe(fig)}})
+                _glue(f"{name}-provenance", _PlainText("Drawn when this page was built (closed-form; no stored run)."))
+                plt.close(fig)
+    finally:
+        _PENDING_NAMES.clear()
+        _NUMBERING.clear()
+
+
+def describe(fig) -> str:
+    """Alternative text for a figure, read from the figure itself: its title, and per panel the title, axis labels and
+    legend entries (what a reader who cannot see the image needs to follow the prose)."""
+    parts = []
+    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"
+              and (ax.has_data() or ax.get_title())]
+    parts.append(f"{title}." if title else f"Figure with {len(panels)} panel{'s' * (len(panels) != 1)}.")
+    for i, ax in enumerate(panels[:8], 1):
+        bits = [f'"{ax.get_title()}"'] if ax.get_title() else []
+        if ax.get_xlabel():
+            bits.append(f"x: {ax.get_xlabel()}")
+        if ax.get_ylabel():
+            bits.append(f"y: {ax.get_ylabel()}")
+        legend = ax.get_legend()
+        if legend is not None:
+            labels = [t.get_text() for t in legend.get_texts()]
+            bits.append("series: " + ", ".join(labels[:6]) + (" …" if len(labels) > 6 else ""))
+        if bits:
+            parts.append(f"Panel {i} " * (len(panels) > 1) + "; ".join(bits) + ".")
+    text = " ".join(parts).replace("$", "").replace("\\", "")
+    return text if len(text) <= 600 else text[:597] + "…"
+
+
+class _PlainText:
+    """A string whose text/plain form is itself (no quotes), for ``{glue:text}``."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _glue(name: str, value, metadata: dict | None = None) -> None:
+    """myst-nb's ``glue(name, value, display=False)``, with output metadata (the image's alt text) kept."""
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display
+    bundle, meta = format_display_data(value)
+    meta = {**meta, **(metadata or {}), "scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
+    display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=meta)
+
+
 def provenance_footer(fig, results: list[dict], note: str = "") -> str:
     """Write the provenance of ``results`` under ``fig`` and return it.
 
-    In a kernel (the book's pages) the figure is shown here, followed by the full provenance as an HTML caption
-    (selectable, searchable, legible), and closed; the PNG keeps one short line (profile, seeds, commit). Outside a
-    kernel the PNG carries the full text, wrapped to the figure's width. Call it last, when the figure is complete."""
+    In a kernel (the book's pages) the figure is shown here with alternative text from :func:`describe`, followed by
+    the full provenance as an HTML caption (selectable, searchable, legible), and closed; the PNG keeps one short line
+    (profile, seeds, commit). Inside :func:`numbered` the figure and its provenance are glued instead, for a numbered
+    figure placed by the next Markdown cell. Outside a kernel the PNG carries the full text, wrapped to the figure's
+    width. Call it last, when the figure is complete."""
     text = summarize_provenance(results) + (f" · {note}" if note else "")
     floor = min_text_pt(fig.get_figwidth())
     per_line = max(40, int(fig.get_figwidth() * 72 / (0.62 * floor)))
     kernel = _in_kernel()
     baked = _short_provenance(text) if kernel else text
     wrapped = "\n".join(textwrap.wrap(baked, per_line))
+    alt = describe(fig)
+    name = _PENDING_NAMES.pop(0) if _PENDING_NAMES else None
     fig.text(0.0, -0.01, wrapped, ha="left", va="top", fontsize=floor, color="0.35", transform=fig.transFigure)
     if kernel:
         from IPython.display import HTML, display
-        display(fig)
-        display(HTML(f'<p class="book-provenance" style="font-size:0.8em;margin-top:-0.4em;'
-                     f'color:var(--pst-color-text-muted,#555)">Provenance: {html.escape(text)}</p>'))
+        if name:
+            _glue(name, fig, {"image/png": {"alt": alt}})
+            _glue(f"{name}-provenance", _PlainText(f"Provenance: {text}"))
+        else:
+            display(fig, metadata={"image/png": {"alt": alt}})
+            display(HTML(f'<p class="book-provenance" style="font-size:0.8em;margin-top:-0.4em;'
+                         f'color:var(--pst-color-text-muted,#555)">Provenance: {html.escape(text)}</p>'))
         plt.close(fig)
     return text
 

@@ -67,6 +67,56 @@ def test_cross_references_resolve():
     assert refs and not [(n, r) for n, r in refs if r not in targets]
 
 
+NUMBERED_CELL = re.compile(r"numbered\(([^)]*)\)")
+GLUE_FIGURE = re.compile(r"```\{glue:figure\} (\S+)\n:name: (\S+)\n")
+NUMREF = re.compile(r"\{numref\}`(?:[^`<]*<)?([\w-]+)>?`")
+EQ_LABEL = re.compile(r"\$\$ \((eq-[\w-]+)\)")
+EQ_REF = re.compile(r"\{eq\}`([\w-]+)`")
+CITE = re.compile(r"\{cite(?::[pt])?\}`([^`]+)`")
+
+
+def _chapters():
+    for notebook in sorted((ROOT / "chapters").glob("*.ipynb")):
+        nb = nbformat.read(notebook, as_version=4)
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        markdown = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        yield notebook.name, code, markdown
+
+
+def test_numbered_figures_are_placed_captioned_and_referenced():
+    """Every name a code cell gives its figures (lib.plotting.numbered) is placed once by a glue:figure directive with
+    the same :name:, captioned with its provenance, and referenced by {numref} in the prose; every {numref} points at
+    a figure of its own chapter. A chapter with figures numbers them (the how-to and every paper chapter)."""
+    for name, code, markdown in _chapters():
+        names = [n for source in code for m in NUMBERED_CELL.finditer(source) for n in re.findall(r'"([^"]+)"', m[1])]
+        assert len(names) == len(set(names)), f"{name}: a figure name is used twice"
+        placed = GLUE_FIGURE.findall(markdown)
+        assert all(a == b for a, b in placed), f"{name}: a glue:figure's :name: differs from its key"
+        assert sorted(a for a, _ in placed) == sorted(names), f"{name}: numbered figures and directives differ"
+        for figure in names:
+            assert f"{{glue:text}}`{figure}-provenance`" in markdown, f"{name}: {figure}'s caption lacks provenance"
+        refs = set(NUMREF.findall(markdown))
+        assert not set(names) - refs, f"{name}: figures never referenced in the prose: {set(names) - refs}"
+        assert not refs - set(names), f"{name}: numref to figures that do not exist: {refs - set(names)}"
+        assert names, f"{name} numbers none of its figures"
+
+
+def test_equations_are_labelled_and_referenced():
+    for name, _, markdown in _chapters():
+        labels = EQ_LABEL.findall(markdown)
+        refs = set(EQ_REF.findall(markdown))
+        assert not refs - set(labels), f"{name}: {{eq}} to unknown labels {refs - set(labels)}"
+        assert not set(labels) - refs, f"{name}: labelled equations never referenced {set(labels) - refs}"
+
+
+def test_every_chapter_cites_and_every_key_exists():
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(), re.M))
+    for name, text in [("intro.md", (ROOT / "intro.md").read_text())] + [(n, m) for n, _, m in _chapters()]:
+        cited = {k.strip() for group in CITE.findall(text) for k in group.split(",")}
+        assert cited, f"{name} cites nothing"
+        assert not cited - keys, f"{name}: keys missing from references.bib: {cited - keys}"
+
+
 def test_no_launch_buttons_that_cannot_work():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     launch = config.get("launch_buttons", {})

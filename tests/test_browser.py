@@ -34,7 +34,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 # Thebe's "THEBE_JS_URL already declared" is no longer allowed: tools/sphinx_book_fixes.py removes the script.
 BENIGN_TEXT = ("Got invalid theme mode",)
 BENIGN_404 = ("/favicon.ico", ".woff", ".woff2", ".ttf")
-SHRINK_TOLERANCE = 0.85  # an image shown narrower than this fraction of its natural width fails (see below)
+SHRINK_TOLERANCE = 0.98  # an image shown narrower than this fraction of its natural width fails (text < 9 pt)
 # a Markdown table rule left as text (the table did not render): "|---|", "| --- | :---: |"
 RAW_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
 # math that MathJax did not typeset: a $...$ span, or TeX sub/superscripts and commands outside math
@@ -126,19 +126,66 @@ def test_figures_are_legible_and_captioned(site, browser, document):
     images = page.evaluate("""() => [...document.querySelectorAll('article img')]
         .filter(img => img.offsetParent !== null && img.naturalWidth > 0)
         .map(img => [img.getAttribute('src').slice(-40), img.naturalWidth, img.getBoundingClientRect().width])""")
-    # SHRINK_TOLERANCE: 0.85 (9-pt text shown ≥ 7.7 pt) until the figures still wider than the column are redesigned:
-    # the frequency chapter's two multi-panel figures (figure_statistics, figure_linear: 798 px, narrowed at most 10 %
-    # by lib.plotting.fit_to_reading_width because more squeezes their layout), a synthesis widget frame with a
-    # one-line suptitle (738 px); then 0.98
     shrunk = [(src, natural, round(shown)) for src, natural, shown in images if shown < SHRINK_TOLERANCE * natural]
     assert not shrunk, f"{document}: images shrunk below their natural width (text < 9 pt): {shrunk[:5]}"
     html = (HTML / f"{document}.html").read_text(errors="ignore")
     if "Provenance:" in html:
-        captions = page.locator("p.book-provenance")
+        # numbered figures carry it in their figcaption, the others in a p.book-provenance under the image
+        captions = page.locator("p.book-provenance, figure figcaption")
         assert captions.count() > 0 and all(len(t) > 20 for t in captions.all_inner_texts())
-        size = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('p.book-provenance')).fontSize)")
-        assert size >= 12, f"provenance caption at {size} px on {document}"
+        sizes = page.evaluate("""() => [...document.querySelectorAll('p.book-provenance, figure figcaption')]
+            .map(e => parseFloat(getComputedStyle(e).fontSize))""")
+        assert min(sizes) >= 12, f"provenance caption at {min(sizes)} px on {document}"
     page.close()
+
+
+@pytest.mark.parametrize("document", pages())
+def test_figures_have_alt_text_and_numbers(site, browser, document):
+    """Every figure image has alternative text that describes it (lib.plotting.describe), not its file name, and the
+    chapters' figures are numbered figures (a caption with a number and the provenance) that the prose links to."""
+    page, _ = open_page(browser, f"{site}/{document}.html")
+    alts = page.evaluate("""() => [...document.querySelectorAll('article img')]
+        .filter(img => !img.closest('.widget-stack, .jupyter-widgets'))
+        .map(img => img.getAttribute('alt') || '')""")
+    bad = [a[:60] for a in alts if len(a) < 15 or re.search(r"\.(png|jpe?g|svg)$", a)]
+    assert not bad, f"{document}: images without real alt text: {bad[:5]}"
+    if document.startswith("chapters/"):
+        numbers = page.locator("figure figcaption .caption-number")
+        assert numbers.count() > 0, f"{document} has no numbered figure"
+        captions = page.locator("figure figcaption").all_inner_texts()
+        assert all("Provenance:" in c or "Drawn when this page was built" in c for c in captions), captions[:3]
+        links = page.locator("a.reference.internal span.std-numref")
+        assert links.count() >= numbers.count(), f"{document}: a numbered figure is never referenced"
+    page.close()
+
+
+@pytest.mark.parametrize("document", pages())
+def test_verdicts_are_coloured_and_phones_do_not_scroll_sideways(site, browser, document):
+    """Each verdict cell of a claims table (and of the legend) carries its word's colour class (_assets/verdicts.js),
+    and at a 390 px phone width the page itself never scrolls sideways (wide tables and outputs scroll in their own
+    box: _assets/book.css)."""
+    page, _ = open_page(browser, f"{site}/{document}.html")
+    cells = page.evaluate("""() => {
+        const out = [];
+        document.querySelectorAll('article table').forEach(t => {
+            const heads = [...t.querySelectorAll('thead th')].map(th => th.textContent.trim().toLowerCase());
+            const col = heads.findIndex(h => h.startsWith('verdict'));
+            if (col < 0) return;
+            t.querySelectorAll('tbody tr').forEach(r => { const c = r.children[col];
+                if (c) out.push([c.textContent.trim(), c.className]); });
+        });
+        return out; }""")
+    uncoloured = [text for text, cls in cells if text and "verdict-" not in cls]
+    assert not uncoloured, f"{document}: verdict cells without a colour class: {uncoloured[:5]}"
+    if document in ("chapters/00_how_to_read", "chapters/02_anti_aliasing"):
+        assert cells, f"{document} shows no verdict column"
+    page.close()
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.goto(f"{site}/{document}.html", wait_until="load")
+    phone.wait_for_timeout(1500)
+    overflow = phone.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"{document} scrolls sideways by {overflow} px at 390 px"
+    phone.close()
 
 
 def visible_frame(page) -> str | None:

@@ -1,4 +1,4 @@
-"""Sphinx extension with two page fixes for this book (listed under ``sphinx.local_extensions`` in ``_config.yml``).
+"""Sphinx extension with three page fixes for this book (listed under ``sphinx.local_extensions`` in ``_config.yml``).
 
 1. Drop sphinx-thebe's scripts from every page. Jupyter Book 1 always loads ``sphinx_thebe``, whatever
    ``launch_buttons.thebe`` says, and the extension adds its inline ``const THEBE_JS_URL = ...`` script twice per page;
@@ -6,6 +6,9 @@
    here, so nothing uses these scripts.
 2. Load MathJax on pages whose only math sits in HTML outputs (the synthesis scoreboard renders ``$...$`` cells as
    ``<span class="math">\\(...\\)</span>``): Sphinx adds MathJax only to pages with math in their Markdown.
+3. Take an image's alternative text from its output metadata (``{"image/png": {"alt": ...}}``, written by
+   ``lib.plotting.provenance_footer`` from the figure's titles, labels and legends): myst-nb 1.4 reads only ``width`` and
+   ``height`` there, so every figure's alt text would be its file path. An ``:alt:`` given in the page still wins.
 """
 
 from __future__ import annotations
@@ -34,7 +37,26 @@ def _math_in_outputs(app, pagename, templatename, context, doctree):
         app.env.get_domain("math").data["has_equations"][pagename] = True
 
 
+def _alt_from_output_metadata():
+    from myst_nb.core.render import NbElementRenderer
+    render_image = NbElementRenderer.render_image
+    if getattr(render_image, "_book_alt", False):
+        return
+
+    def render_image_with_alt(self, data):
+        image_nodes = render_image(self, data)
+        alt = data.output_metadata.get(data.mime_type, {}).get("alt")
+        for node in image_nodes:
+            if alt and ("alt" not in node or node["alt"] == node.get("uri")):
+                node["alt"] = str(alt)
+        return image_nodes
+
+    render_image_with_alt._book_alt = True
+    NbElementRenderer.render_image = render_image_with_alt
+
+
 def setup(app):
+    _alt_from_output_metadata()
     app.connect("html-page-context", _math_in_outputs, priority=100)  # before sphinx.ext.mathjax (500)
     app.connect("html-page-context", _drop_thebe, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

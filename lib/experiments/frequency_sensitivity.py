@@ -949,7 +949,11 @@ def figure_factorisations(theory: dict):
 def figure_statistics(stats: list[dict]):
     """Fig 1 for each dataset: std of DFT'd images (c), mean |Σ̂| vs distance (a, b), radial τ with the power law."""
     plotting = _plt()
-    fig, axes = plotting.figure(len(stats), 3, width=10.0, height=3.0 * len(stats), squeeze=False)
+    # two panels per row (image | covariance, then τ across the column): legible at the book's reading width
+    fig = plotting.new_figure(6.8, 5.6 * len(stats), layout="constrained")
+    mosaic = [row for i in range(len(stats)) for row in ([f"img{i}", f"cov{i}"], [f"tau{i}", f"tau{i}"])]
+    panels = fig.subplot_mosaic(mosaic)
+    axes = [[panels[f"img{i}"], panels[f"cov{i}"], panels[f"tau{i}"]] for i in range(len(stats))]
     for row, result in zip(axes, stats):
         name = result["config"]["dataset"]
         std = np.asarray(result["std"], float)
@@ -959,7 +963,7 @@ def figure_statistics(stats: list[dict]):
             row[0].imshow(((shown - lo) / (hi - lo)).transpose(1, 2, 0))
         else:
             row[0].imshow(shown[0], cmap="magma")
-        row[0].set_title(f"{name}: log std of DFT'd images (centred)")
+        row[0].set_title(f"{name}: log std of\nDFT'd images (centred)")
         row[0].axis("off")
         row[1].semilogy(result["cov_r"], result["cov_plain"], ".", ms=2, label="plain distance (Fig 1a)")
         row[1].semilogy(result["cov_r_modular"], result["cov_modular"], ".", ms=2, label="modular distance (Fig 1b)")
@@ -1044,7 +1048,10 @@ def figure_linear(linear: list[dict], weight_decay: float | None = None):
     decays = sorted({r["config"]["weight_decay"] for r in linear})
     decay = decays[-1] if weight_decay is None else weight_decay
     chosen = by_setting([r for r in linear if r["config"]["weight_decay"] == decay], "depth")
-    fig, axes = plotting.figure(1, 3, width=10.0, height=3.2)
+    # (a), (b), (c) stacked, each the column's width: legible at the book's reading width (9-pt legends included)
+    fig = plotting.new_figure(6.8, 10.0, layout="constrained")
+    panels = fig.subplot_mosaic([["a"], ["b"], ["c"]], height_ratios=[1, 1, 1.25])
+    axes = [panels["a"], panels["b"], panels["c"]]
     for k, (depth, group) in enumerate(chosen.items()):
         colour = plotting.plt.cm.viridis(k / max(len(chosen) - 1, 1))
         first = group[0]
@@ -1065,11 +1072,11 @@ def figure_linear(linear: list[dict], weight_decay: float | None = None):
     axes[0].set_xlabel("radius |(i, j)|")
     axes[0].set_ylabel("radial |v̂| / its integral")
     axes[0].set_title(f"λ={decay:g}: solid trained, dashed Thm 4.9, dotted at init", fontsize=7)
-    axes[0].legend(fontsize=6)
+    axes[0].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     axes[1].set_xscale("log"), axes[1].set_yscale("log")
     axes[1].set_xlabel("Theorem 4.9 prediction (non-zero ones)")
     axes[1].set_ylabel("trained |v̂| = sensitivity")
-    axes[1].legend(fontsize=6, markerscale=4)
+    axes[1].legend(fontsize=6, markerscale=4, loc="center left", bbox_to_anchor=(1.01, 0.5))
     markers = dict(zip(decays, "osd^v"))
     for decay_value in decays:
         groups = by_setting([r for r in linear if r["config"]["weight_decay"] == decay_value], "depth")
@@ -1082,7 +1089,7 @@ def figure_linear(linear: list[dict], weight_decay: float | None = None):
                          label=f"{name}, λ={decay_value:g}")
     axes[2].set_xlabel("depth (convolution blocks)")
     axes[2].set_ylabel("first moment (eq. 5.1)")
-    axes[2].legend(fontsize=5, ncol=2)
+    axes[2].legend(fontsize=5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig
 
 
@@ -1435,8 +1442,10 @@ def claims(theory: dict, stats: list[dict], ridge: dict, sections: dict[str, lis
             rows.append(_accuracy_row(f"ConvActually accuracy, depth {theirs} (ours depth {ours})", accuracy, depth,
                                       "depth", ours))
     if sections.get("decay_convactually"):
+        ours_depth = sections["decay_convactually"][0]["config"]["depth"]
         for decay, accuracy in PAPER["convactually_decay"].values():
-            rows.append(_accuracy_row(f"ConvActually depth 4 accuracy, λ = {decay:g}", accuracy,
+            rows.append(_accuracy_row(f"ConvActually accuracy, λ = {decay:g} (paper depth 4, ours depth {ours_depth})",
+                                      accuracy,
                                       sections["decay_convactually"], "weight_decay", decay))
     if sections.get("decay_myrtle"):
         for decay, accuracy in PAPER["myrtle_decay"].values():

@@ -588,7 +588,7 @@ def parameter_table(depths, width: int = 16, multipliers=(9, 3)) -> list[dict]:
             model = SeparableResNet(depth, conv=conv, mixing=mixing, depth_multiplier=d, width=width)
             predicted = predicted_trainable(depth, conv=conv, mixing=mixing, depth_multiplier=d, width=width)
             actual = count_parameters(model, trainable_only=True)
-            rows.append({"depth n": depth, "layers": 6 * depth + 2, "model": label, "predicted (eqs. 1-3)": predicted,
+            rows.append({"depth n": depth, "layers": 6 * depth + 2, "model": label, "predicted (the formulas)": predicted,
                          "counted": actual, "match": "yes" if predicted == actual else "NO",
                          "all parameters": count_parameters(model)})
     return rows

@@ -749,7 +749,7 @@ def widget_frames(results: list[dict], seed: int | None = None, dpi: int = 100) 
         for ax in fig.axes:
             ax.grid(False)
         a = run["attacks"]
-        fig.suptitle(f"{label(v)} (seed {run['config']['seed']}): accuracy {100 * run['accuracy']:.1f} %, "
+        fig.suptitle(f"{label(v)} (seed {run['config']['seed']})\naccuracy {100 * run['accuracy']:.1f} %, "
                      f"consistency {100 * run['consistency']:.1f} %, FGSM {100 * fgsm_middle(run):.1f} % "
                      f"(ε = {255 * a['epsilons'][len(a['epsilons']) // 2]:.0f}/255), PGD "
                      f"{100 * pgd_last(run):.1f} % (ε = {255 * a['pgd_epsilons'][-1]:.0f}/255)", fontsize=8)
