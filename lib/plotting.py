@@ -163,7 +163,6 @@ def _short_provenance(text: str) -> str:
 # Names of the figures the cells being executed will show, in order (set by :func:`numbered`)
 _PENDING_NAMES: list[str] = []
 _NUMBERING: list[bool] = []  # non-empty while a numbered() block runs
-GLUE_PREFIX = "application/papermill.record/"  # myst-nb's mime prefix for glued outputs that are not displayed
 
 
 @contextlib.contextmanager
@@ -203,7 +202,7 @@ def describe(fig) -> str:
     """Alternative text for a figure, read from the figure itself: its title, and per panel the title, axis labels and
     legend entries (what a reader who cannot see the image needs to follow the prose)."""
     parts = []
-    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    title = fig.get_suptitle()
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"
               and (ax.has_data() or ax.get_title())]
     parts.append(f"{title}." if title else f"Figure with {len(panels)} panel{'s' * (len(panels) != 1)}.")
@@ -237,6 +236,7 @@ def _glue(name: str, value, metadata: dict | None = None) -> None:
     """myst-nb's ``glue(name, value, display=False)``, with output metadata (the image's alt text) kept."""
     from IPython.core.formatters import format_display_data
     from IPython.display import display
+    from myst_nb.ext.glue import GLUE_PREFIX  # only in a kernel of the book's build (the GPU profile needs no myst-nb)
     bundle, meta = format_display_data(value)
     meta = {**meta, **(metadata or {}), "scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}}
     display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=meta)

@@ -21,6 +21,7 @@ import html
 from pathlib import Path
 
 from docutils import nodes
+from myst_nb.ext.glue import GLUE_PREFIX  # the mime prefix of glued outputs that are not displayed
 
 MATH_IN_HTML = 'class="math notranslate nohighlight"'
 
@@ -60,9 +61,6 @@ def _alt_from_output_metadata():
 
     render_image_with_alt._book_alt = True
     NbElementRenderer.render_image = render_image_with_alt
-
-
-GLUE_PREFIX = "application/papermill.record/"
 
 
 def _executed_download(app, pagename, templatename, context, doctree):
