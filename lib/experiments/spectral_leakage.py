@@ -636,6 +636,36 @@ def robustness_table(results: list[dict]) -> list[dict]:
     return rows
 
 
+def headline_table(results: list[dict], large_k: int = 7) -> list[dict]:
+    """The chapter's answer in one table: 3×3, plain k×k and k×k + Hamming per dataset (mean ± sd over seeds) —
+    accuracy, side-lobe energy of the trained kernels, accuracy under FGSM and PGD at the middle ε and the spatial
+    worst case — next to the unofficial reproduction's CIFAR-10 accuracy (one seed, 40 epochs)."""
+    rows = []
+    datasets = sorted({r["config"]["dataset"] for r in results if r is not None},
+                      key=["fashion_mnist", "cifar10", "cifar100"].index)
+    for ds in datasets:
+        for k, win in ((3, None), (large_k, None), (large_k, LEAKAGE_WINDOW)):
+            members = group(results, **_arm(ds, k, win))
+            if not members:
+                continue
+            name = label(members[0]["config"])
+            stat = lambda values: fmt(*mean_sd(values))
+            attacked = [r for r in members if "attacks" in r]
+            row = {"dataset": ds, "model": name, "seeds": len(members),
+                   "accuracy (%)": stat(r["accuracy"] for r in members),
+                   "side-lobe energy (%)": stat(r["leakage"]["mean_sidelobe_energy"] for r in members)}
+            for attack, title in (("fgsm", "FGSM"), ("pgd", "PGD")):
+                eps = _middle_epsilon(results, ds, attack)
+                row[f"{title} (%)"] = (stat(_attack_outcomes(r, attack, eps)[1].mean() for r in attacked)
+                                       + f" at ε = {eps:.3g}") if attacked else "—"
+            row["spatial worst case (%)"] = (stat(r["attacks"]["spatial"]["worst_case"] for r in attacked)
+                                             if attacked and "spatial" in attacked[0]["attacks"] else "—")
+            unofficial = UNOFFICIAL_CIFAR10.get(name) if ds == "cifar10" else None
+            row["unofficial reproduction (%)"] = f"{100 * unofficial:.1f}" if unofficial is not None else "—"
+            rows.append(row)
+    return rows
+
+
 # --- theory (no training) -----------------------------------------------------------------------------------------
 
 def leakage_vs_size(sizes=tuple(range(3, 32, 2)), names=WINDOWS) -> dict:
