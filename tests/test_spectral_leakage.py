@@ -626,3 +626,10 @@ def test_quick_matched_configuration_trains_on_the_cpu_in_channels_last():
     with pytest.warns(RuntimeWarning, match="channels_last switched off"):
         result = sl.train_and_probe(config, torch.device("cpu"))
     assert 0 <= result["accuracy"] <= 1 and result["n_test"] == 100
+
+
+def test_attack_budgets_are_written_in_the_units_of_the_data():
+    assert sl.epsilon_text(4 / 255, "cifar10") == "4/255"
+    assert sl.epsilon_text(2 / 255, "cifar100") == "2/255"
+    assert sl.epsilon_text(0.05, "fashion_mnist") == "0.05"
+    assert sl.epsilon_text(0.0157, "cifar10") == "0.0157"  # not a whole number of grey levels: left as it is

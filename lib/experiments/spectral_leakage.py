@@ -458,6 +458,14 @@ def _arm(dataset, k, window=None, matched=False) -> dict:
     return {"dataset": dataset, "kernel_size": k, "window": window, "matched": matched}
 
 
+def epsilon_text(eps: float, dataset: str) -> str:
+    """An attack budget as the reader knows it: ``4/255`` on the 8-bit CIFAR images, ``0.05`` on Fashion-MNIST."""
+    steps = eps * 255
+    if dataset.startswith("cifar") and math.isclose(steps, round(steps), abs_tol=1e-6):
+        return f"{round(steps)}/255"
+    return f"{eps:.3g}"
+
+
 def _middle_epsilon(results, dataset, attack) -> float | None:
     attacked = [r for r in results if r["config"]["dataset"] == dataset and "attacks" in r]
     if not attacked:
@@ -548,7 +556,7 @@ def claims(results: list[dict], profile: str, large_k: int = 7) -> list[dict]:
                     c = paired_items(results, other, big_h, drop)  # drop(other) − drop(H) > 0: H more robust
                     under = paired_items(results, big_h, other, lambda r, a=attack, e=eps: _attack_outcomes(r, a, e)[1])
                     row(f"{name}: {kk}+Hamming more robust than {other_name}, {title}"
-                        + (f" ε={eps:.3g}" if eps is not None else "") + " (smaller accuracy drop)",
+                        + (f" ε={epsilon_text(eps, ds)}" if eps is not None else "") + " (smaller accuracy drop)",
                         "more robust to certain attacks",
                         f"{other_name} drop − {kk}H drop: " + _paired_text(c) + "; Δ accuracy under attack: "
                         + _paired_text(under), c)
@@ -625,8 +633,8 @@ def robustness_table(results: list[dict]) -> list[dict]:
             entry = {"dataset": ds, "model": label(members[0]["config"]), "images": a0["n"],
                      "clean (%)": fmt(*mean_sd(r["attacks"]["clean"] for r in members))}
             # one column per attack (the ε differs per dataset, so it has its own column)
-            entry["ε (FGSM, transfer / PGD)"] = (f"{_middle_epsilon(results, ds, 'fgsm'):.3g} / "
-                                                  f"{_middle_epsilon(results, ds, 'pgd'):.3g}")
+            entry["ε (FGSM, transfer / PGD)"] = (f"{epsilon_text(_middle_epsilon(results, ds, 'fgsm'), ds)} / "
+                                                  f"{epsilon_text(_middle_epsilon(results, ds, 'pgd'), ds)}")
             for attack, title in (("fgsm", "FGSM"), ("pgd", "PGD"), ("transfer", "transfer")):
                 eps = _middle_epsilon(results, ds, attack)
                 entry[f"{title} (%)"] = fmt(*mean_sd(_attack_outcomes(r, attack, eps)[1].mean() for r in members))
@@ -657,7 +665,7 @@ def headline_table(results: list[dict], large_k: int = 7) -> list[dict]:
             for attack, title in (("fgsm", "FGSM"), ("pgd", "PGD")):
                 eps = _middle_epsilon(results, ds, attack)
                 row[f"{title} (%)"] = (stat(_attack_outcomes(r, attack, eps)[1].mean() for r in attacked)
-                                       + f" at ε = {eps:.3g}") if attacked else "—"
+                                       + f" at ε = {epsilon_text(eps, ds)}") if attacked else "—"
             row["spatial worst case (%)"] = (stat(r["attacks"]["spatial"]["worst_case"] for r in attacked)
                                              if attacked and "spatial" in attacked[0]["attacks"] else "—")
             unofficial = UNOFFICIAL_CIFAR10.get(name) if ds == "cifar10" else None
@@ -923,7 +931,7 @@ def plot_window_families(results: list[dict], dataset: str, k: int | None = None
     eps = _middle_epsilon(results, dataset, "fgsm")
     measures = [("test accuracy (%)", lambda r: 100 * r["accuracy"]),
                 ("side-lobe energy, trained (%)", lambda r: 100 * r["leakage"]["mean_sidelobe_energy"]),
-                (f"accuracy lost to FGSM ε={eps:.3g} (pp)" if eps is not None else "FGSM",
+                (f"accuracy lost to FGSM ε={epsilon_text(eps, dataset)} (pp)" if eps is not None else "FGSM",
                  lambda r: 100 * np.subtract(*_attack_outcomes(r, "fgsm", eps), dtype=float).mean()
                  if "attacks" in r else np.nan),
                 ("accuracy lost to the spatial attack (pp)",
